@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs the Debian packages netbootd's tests, demo and benchmarks use. Idempotent: it runs
+# `apt-get update` once (only when something is missing) and installs only what is not installed yet.
+# Peers that conflict with an installed package (tftpd-hpa vs atftpd) are unpacked into a private
+# folder, $PEERS_DIR (default /opt/netbootd-peers), never installed system-wide.
+set -euo pipefail
+
+PACKAGES=(
+  # building test images without mounting
+  fdisk dosfstools mtools e2fsprogs
+  # TFTP peers: clients and reference servers
+  atftp atftpd tftp-hpa curl busybox
+  # NBD peers
+  libnbd-bin qemu-utils fio nbdkit nbd-server nbd-client
+  # DHCP tests: namespaces and a real DHCP server/client
+  iproute2 dnsmasq-base udhcpc
+)
+PEERS_DIR=${PEERS_DIR:-/opt/netbootd-peers}
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+updated=0
+apt_update() {
+  if [ "$updated" -eq 0 ]; then
+    $SUDO apt-get update -q
+    updated=1
+  fi
+}
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-test-deps: installing ${missing[*]}"
+  apt_update
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "install-test-deps: all ${#PACKAGES[@]} Debian packages present"
+fi
+
+# tftpd-hpa conflicts with atftpd: unpack its in.tftpd privately for the TFTP benchmark.
+if [ ! -x "$PEERS_DIR/tftpd-hpa/usr/sbin/in.tftpd" ]; then
+  apt_update
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q tftpd-hpa)
+  $SUDO mkdir -p "$PEERS_DIR/tftpd-hpa"
+  $SUDO dpkg-deb -x "$tmp"/tftpd-hpa_*.deb "$PEERS_DIR/tftpd-hpa"
+  rm -rf "$tmp"
+  echo "install-test-deps: unpacked tftpd-hpa into $PEERS_DIR/tftpd-hpa"
+fi
