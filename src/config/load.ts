@@ -1,0 +1,105 @@
+/**
+ * Reads netbootd.yaml: YAML syntax errors, schema errors and cross-reference errors all come back as
+ * `file:line:column: key: message`, every one of them at once. Warnings (a shortened serial) do not stop
+ * the config from loading. Paths in the file are relative to the file's folder.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { LineCounter, parseDocument } from 'yaml';
+import { configSchema, type Config } from './schema.js';
+import { validateNode, type Located, type ValidationContext } from './validate.js';
+
+export interface ConfigIssue {
+  file: string;
+  line: number;
+  column: number;
+  path: string;
+  message: string;
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  return `${i.file}:${i.line}:${i.column}: ${i.path ? `${i.path}: ` : ''}${i.message}`;
+}
+
+export type LoadResult =
+  | { ok: true; config: Config; warnings: ConfigIssue[]; file: string }
+  | { ok: false; errors: ConfigIssue[]; warnings: ConfigIssue[]; file: string };
+
+/** Parses and validates config text. `file` names it in messages and anchors relative paths. */
+export function parseConfig(text: string, file = 'netbootd.yaml'): LoadResult {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { schema: 'failsafe', lineCounter: lc, uniqueKeys: true, prettyErrors: false });
+  const locate = (l: Located): ConfigIssue => {
+    const pos = l.offset !== undefined ? lc.linePos(l.offset) : { line: 1, col: 1 };
+    return { file, line: pos.line, column: pos.col, path: l.path, message: l.message };
+  };
+  const yamlErrors = doc.errors.map((e) => ({
+    file,
+    line: e.linePos?.[0]?.line ?? 1,
+    column: e.linePos?.[0]?.col ?? 1,
+    path: '',
+    message: `YAML: ${e.message.split('\n')[0]}`,
+  }));
+  if (yamlErrors.length) return { ok: false, errors: yamlErrors, warnings: [], file };
+
+  const ctx: ValidationContext = { errors: [], warnings: [], positions: new Map() };
+  const value = validateNode(configSchema, doc.contents ?? null, '', ctx) as Config | undefined;
+  // Cross-references only once the shape is right (a wrong shape leaves sections missing).
+  if (value && ctx.errors.length === 0) crossCheck(value, ctx, dirname(resolve(file)));
+  const byPosition = (a: ConfigIssue, b: ConfigIssue): number => a.line - b.line || a.column - b.column;
+  const errors = ctx.errors.map(locate).sort(byPosition);
+  const warnings = ctx.warnings.map(locate).sort(byPosition);
+  if (errors.length || !value) return { ok: false, errors, warnings, file };
+  return { ok: true, config: value, warnings, file };
+}
+
+export async function loadConfig(file: string): Promise<LoadResult> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String((e as Error).message);
+    return { ok: false, errors: [{ file, line: 1, column: 1, path: '', message: `cannot read the config: ${why}` }], warnings: [], file };
+  }
+  return parseConfig(text, file);
+}
+
+/** References between sections, and relative paths made absolute. */
+function crossCheck(c: Config, ctx: ValidationContext, baseDir: string): void {
+  const at = (path: string): number | undefined => ctx.positions.get(path);
+  const error = (path: string, message: string): void => {
+    ctx.errors.push({ path, message, offset: at(path) });
+  };
+  const imageNames = Object.keys(c.images);
+  const knownImages = imageNames.length ? `known images: ${imageNames.join(', ')}` : 'no images are defined under `images`';
+  const checkImageRef = (path: string, name: string | undefined): void => {
+    if (name !== undefined && !(name in c.images)) error(path, `image \`${name}\` is not defined (${knownImages})`);
+  };
+
+  const exports = new Map<string, string>();
+  for (const [name, img] of Object.entries(c.images)) {
+    if (img.path !== undefined) img.path = resolve(baseDir, img.path);
+    const exp = img.export ?? name;
+    img.export = exp;
+    const other = exports.get(exp);
+    if (other !== undefined) error(`images.${name}.export`, `NBD export name \`${exp}\` is already used by image \`${other}\``);
+    exports.set(exp, name);
+    if (img.tls && !c.nbd.tls) error(`images.${name}.tls`, 'requires TLS but `nbd.tls` (cert and key) is not configured');
+  }
+  for (const [serial, pi] of Object.entries(c.pis)) checkImageRef(`pis.${serial}.image`, pi.image);
+
+  const checkPc = (path: string, t: { image?: string; tftpRoot?: string }): void => {
+    if (t.image !== undefined && t.tftpRoot !== undefined) error(path, 'give either `image` or `tftpRoot`, not both');
+    if (t.image === undefined && t.tftpRoot === undefined) error(path, 'needs `image` (serve its boot partition) or `tftpRoot` (serve a directory)');
+    checkImageRef(`${path}.image`, t.image);
+    if (t.tftpRoot !== undefined) t.tftpRoot = resolve(baseDir, t.tftpRoot);
+  };
+  for (const [mac, host] of Object.entries(c.hosts)) checkPc(`hosts.${mac}`, host);
+  if (c.defaults !== undefined) checkPc('defaults', c.defaults);
+  if (c.nbd.tls) {
+    c.nbd.tls.cert = resolve(baseDir, c.nbd.tls.cert);
+    c.nbd.tls.key = resolve(baseDir, c.nbd.tls.key);
+  }
+  c.server.stateDir = resolve(baseDir, c.server.stateDir);
+}

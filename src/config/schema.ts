@@ -1,0 +1,197 @@
+/**
+ * The shape of netbootd.yaml: one definition for validation, the `Config` type and the JSON Schema
+ * published in config/netbootd.schema.json (regenerate with `node scripts/gen-schema.mjs`; a test keeps the
+ * published file equal to this).
+ */
+import { isIP } from 'node:net';
+import { s, type Infer } from './schema-dsl.js';
+
+export function checkIPv4(v: string): string | null {
+  return isIP(v) === 4 ? null : `must be an IPv4 address like 192.168.1.10, not \`${v}\``;
+}
+
+/** An address or CIDR block, IPv4 or IPv6: `192.168.1.0/24`, `10.0.0.5`, `fd00::/8`. */
+export function checkCidr(v: string): string | null {
+  const [addr, bits, extra] = v.split('/');
+  const family = isIP(addr ?? '');
+  if (family === 0 || extra !== undefined) return `must be an address or CIDR like 192.168.1.0/24, not \`${v}\``;
+  if (bits !== undefined) {
+    const n = /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
+    const max = family === 4 ? 32 : 128;
+    if (!(n >= 0 && n <= max)) return `prefix length in \`${v}\` must be 0-${max}`;
+  }
+  return null;
+}
+
+/** Pi serials: 8 hex digits, case-insensitive; the 16-digit form from /proc/cpuinfo is shortened. */
+export function normalizeSerial(raw: string): { key: string; warning?: string } | { error: string } {
+  const v = raw.trim().toLowerCase();
+  if (/^[0-9a-f]{8}$/.test(v)) return { key: v };
+  const m = /^(?:10000000|00000000)([0-9a-f]{8})$/.exec(v);
+  if (m) return { key: m[1]!, warning: `serial must be 8 hex digits; \`${raw}\` was shortened to \`${m[1]}\`` };
+  return { error: `serial must be 8 hex digits (as in /proc/cpuinfo, without a leading 10000000), not \`${raw}\`` };
+}
+
+/** MACs: six hex pairs with `:` or `-`, any case; stored lowercase with colons. */
+export function normalizeMac(raw: string): { key: string } | { error: string } {
+  const v = raw.trim().toLowerCase();
+  const m = /^([0-9a-f]{2})([:-])([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})$/.exec(v);
+  if (!m) return { error: `MAC address must look like 52:54:00:aa:bb:01, not \`${raw}\`` };
+  return { key: [m[1], m[3], m[4], m[5], m[6], m[7]].join(':') };
+}
+
+const imageName = (raw: string): { key: string } | { error: string } =>
+  /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(raw)
+    ? { key: raw }
+    : { error: `image name must be letters, digits, '.', '_' or '-' (at most 64), not \`${raw}\`` };
+
+const port = (def: number, description: string) => s.integer({ minimum: 0, maximum: 65535, default: def, description });
+const path = (description: string) => s.string({ description, check: (v) => (v.trim() === '' ? 'must not be empty' : null) });
+
+const bootFiles = s.object(
+  {
+    bios: s.string({ description: 'Boot file for PC BIOS (PXE arch 0), e.g. pxelinux.0' }),
+    uefi: s.string({ description: 'Boot file for x86-64 UEFI (arch 7/9), e.g. syslinux.efi' }),
+    uefi32: s.string({ description: 'Boot file for IA32 UEFI (arch 6)' }),
+    arm64: s.string({ description: 'Boot file for ARM64 UEFI (arch 11)' }),
+    arm32: s.string({ description: 'Boot file for ARM32 UEFI (arch 10)' }),
+    http: s.string({ description: 'Boot URL for UEFI HTTP boot (arch 16/19)' }),
+    ipxe: s.string({ description: 'Boot file or script for clients already running iPXE (option 77 "iPXE")' }),
+  },
+  { description: 'Boot file per firmware type' },
+);
+
+const bootFile = s.stringOrObject(
+  s.string({ description: 'One boot file for every firmware type' }),
+  bootFiles,
+  { description: 'What the PXE client loads first: one file name, or one per firmware type (bios, uefi, uefi32, arm64, arm32, http, ipxe)' },
+);
+
+const pcTarget = {
+  image: s.string({ description: 'Image (a key of `images`) whose boot partition TFTP serves to this PC' }),
+  tftpRoot: path('A directory TFTP serves to this PC instead of an image'),
+  bootFile,
+};
+
+export const configSchema = s.object(
+  {
+    server: s.object(
+      {
+        address: s.string({
+          description: 'IPv4 address put in DHCP replies, for TFTP and NBD; detected from the interfaces when omitted',
+          check: checkIPv4,
+          format: 'ipv4',
+        }),
+        stateDir: s.string({ default: '/var/lib/netbootd', description: 'Where copy-on-write overlays and state live' }),
+      },
+      { defaultEmpty: true, description: 'Where this server is' },
+    ),
+    dhcp: s.object(
+      {
+        enabled: s.boolean({ default: true, description: 'Answer PXE clients (proxy DHCP: never hands out addresses)' }),
+        port: port(67, 'DHCP server port'),
+        proxyPort: port(4011, 'PXE proxy port (UEFI clients ask here for the boot file)'),
+        interface: s.string({
+          description:
+            'Network interface whose IPv4 address goes in replies when server.address is not set. Node.js cannot bind a socket to one interface, so this does not limit where netbootd listens',
+        }),
+        replyDelayMs: s.integer({ minimum: 0, maximum: 10000, default: 0, description: 'Wait this long before replying (dnsmasq dhcp-reply-delay)' }),
+        answerPis: s.boolean({
+          default: true,
+          description: 'Answer Raspberry Pis (they cannot be told apart at DHCP time; unknown serials then get "file not found" from TFTP)',
+        }),
+      },
+      { defaultEmpty: true },
+    ),
+    tftp: s.object(
+      {
+        enabled: s.boolean({ default: true }),
+        port: port(69, 'TFTP port'),
+        address: s.string({ default: '0.0.0.0', check: checkIPv4, description: 'Address to listen on' }),
+        maxBlksize: s.integer({ minimum: 8, maximum: 65464, default: 1468, description: 'Largest blksize (RFC 2348) granted' }),
+        maxWindowsize: s.integer({ minimum: 1, maximum: 65535, default: 64, description: 'Largest windowsize (RFC 7440) granted' }),
+        maxTransfers: s.integer({ minimum: 1, maximum: 100000, default: 256, description: 'Concurrent transfers, all clients' }),
+        maxPerClient: s.integer({ minimum: 1, maximum: 10000, default: 16, description: 'Concurrent transfers per client address' }),
+        timeoutMs: s.integer({ minimum: 100, maximum: 255000, default: 1000, description: 'Retransmit timeout when the client asks none' }),
+        retries: s.integer({ minimum: 1, maximum: 100, default: 5, description: 'Retransmissions before a transfer is given up' }),
+      },
+      { defaultEmpty: true },
+    ),
+    nbd: s.object(
+      {
+        enabled: s.boolean({ default: true }),
+        port: port(10809, 'NBD port'),
+        address: s.string({ default: '0.0.0.0', description: 'Address to listen on' }),
+        tls: s.object(
+          {
+            cert: path('PEM certificate (chain) for STARTTLS'),
+            key: path('PEM private key for STARTTLS'),
+          },
+          { required: ['cert', 'key'], description: 'Offer STARTTLS with this certificate' },
+        ),
+      },
+      { defaultEmpty: true },
+    ),
+    status: s.object(
+      {
+        enabled: s.boolean({ default: true }),
+        address: s.string({ default: '127.0.0.1', description: 'Address of the /status and /metrics endpoint (keep it local)' }),
+        port: port(9810, 'Port of the status endpoint'),
+      },
+      { defaultEmpty: true },
+    ),
+    images: s.map(
+      { description: 'image name', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', normalize: imageName },
+      s.object(
+        {
+          path: path('The disk image file (MBR or GPT)'),
+          mode: s.string({
+            enum: ['readwrite', 'readonly', 'cow'] as const,
+            default: 'readwrite',
+            description: 'readwrite: one client writes the image; readonly; cow: each client writes its own overlay',
+          }),
+          export: s.string({ description: 'NBD export name (default: the image name)' }),
+          bootPartition: s.integer({ minimum: 1, maximum: 128, description: 'Partition TFTP serves (default: the first FAT partition)' }),
+          allow: s.array(s.string({ check: checkCidr }), { description: 'Client addresses/CIDRs allowed to use the NBD export (default: all)' }),
+          shared: s.boolean({ default: false, description: 'Let several clients open a readwrite export at once' }),
+          tls: s.boolean({ default: false, description: 'Require TLS for this export (needs nbd.tls)' }),
+          description: s.string({ description: 'Shown to NBD clients that list exports' }),
+        },
+        { required: ['path'] },
+      ),
+      { description: 'Disk images, by name' },
+    ),
+    pis: s.map(
+      { description: 'Raspberry Pi serial: 8 hex digits', pattern: '^([0-9a-fA-F]{8}|[01]0000000[0-9a-fA-F]{8})$', normalize: normalizeSerial },
+      s.object(
+        {
+          image: s.string({ description: 'Image (a key of `images`) this Pi boots' }),
+          partition: s.integer({ minimum: 1, maximum: 128, description: 'Boot partition, when not the image\'s' }),
+        },
+        { required: ['image'] },
+      ),
+      { description: 'Raspberry Pis, by serial' },
+    ),
+    hosts: s.map(
+      { description: 'PC MAC address', pattern: '^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$', normalize: normalizeMac },
+      s.object({ ...pcTarget, name: s.string({ description: 'A name for logs' }) }),
+      { description: 'PCs, by MAC address' },
+    ),
+    defaults: s.object(pcTarget, {
+      description: 'What PXE PCs not listed in `hosts` get; omit to answer only listed clients',
+    }),
+    logging: s.object(
+      {
+        level: s.string({ enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, default: 'info' }),
+        pretty: s.boolean({ description: 'Human-readable logs (default: when stdout is a terminal)' }),
+      },
+      { defaultEmpty: true },
+    ),
+  },
+  { description: 'netbootd configuration', defaultEmpty: true },
+);
+
+export type Config = Infer<typeof configSchema>;
+export type ImageConfig = Config['images'][string];
+export type HostConfig = Config['hosts'][string];
+export type BootFileConfig = NonNullable<HostConfig['bootFile']>;
