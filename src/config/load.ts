@@ -44,8 +44,8 @@ export function parseConfig(text: string, file = 'netbootd.yaml'): LoadResult {
 
   const ctx: ValidationContext = { errors: [], warnings: [], positions: new Map() };
   const value = validateNode(configSchema, doc.contents ?? null, '', ctx) as Config | undefined;
-  // Cross-references only once the shape is right (a wrong shape leaves sections missing).
-  if (value && ctx.errors.length === 0) crossCheck(value, ctx, dirname(resolve(file)));
+  // A wrong shape leaves sections missing (undefined): crossCheck copes, so every error comes at once.
+  if (value) crossCheck(value, ctx, dirname(resolve(file)));
   const byPosition = (a: ConfigIssue, b: ConfigIssue): number => a.line - b.line || a.column - b.column;
   const errors = ctx.errors.map(locate).sort(byPosition);
   const warnings = ctx.warnings.map(locate).sort(byPosition);
@@ -66,28 +66,29 @@ export async function loadConfig(file: string): Promise<LoadResult> {
 }
 
 /** References between sections, and relative paths made absolute. */
-function crossCheck(c: Config, ctx: ValidationContext, baseDir: string): void {
+function crossCheck(c: Partial<Config>, ctx: ValidationContext, baseDir: string): void {
   const at = (path: string): number | undefined => ctx.positions.get(path);
   const error = (path: string, message: string): void => {
     ctx.errors.push({ path, message, offset: at(path) });
   };
-  const imageNames = Object.keys(c.images);
+  const images = c.images ?? {};
+  const imageNames = Object.keys(images);
   const knownImages = imageNames.length ? `known images: ${imageNames.join(', ')}` : 'no images are defined under `images`';
   const checkImageRef = (path: string, name: string | undefined): void => {
-    if (name !== undefined && !(name in c.images)) error(path, `image \`${name}\` is not defined (${knownImages})`);
+    if (name !== undefined && !(name in images)) error(path, `image \`${name}\` is not defined (${knownImages})`);
   };
 
   const exports = new Map<string, string>();
-  for (const [name, img] of Object.entries(c.images)) {
+  for (const [name, img] of Object.entries(images)) {
     if (img.path !== undefined) img.path = resolve(baseDir, img.path);
     const exp = img.export ?? name;
     img.export = exp;
     const other = exports.get(exp);
     if (other !== undefined) error(`images.${name}.export`, `NBD export name \`${exp}\` is already used by image \`${other}\``);
     exports.set(exp, name);
-    if (img.tls && !c.nbd.tls) error(`images.${name}.tls`, 'requires TLS but `nbd.tls` (cert and key) is not configured');
+    if (img.tls && !c.nbd?.tls) error(`images.${name}.tls`, 'requires TLS but `nbd.tls` (cert and key) is not configured');
   }
-  for (const [serial, pi] of Object.entries(c.pis)) checkImageRef(`pis.${serial}.image`, pi.image);
+  for (const [serial, pi] of Object.entries(c.pis ?? {})) checkImageRef(`pis.${serial}.image`, pi.image);
 
   const checkPc = (path: string, t: { image?: string; tftpRoot?: string }): void => {
     if (t.image !== undefined && t.tftpRoot !== undefined) error(path, 'give either `image` or `tftpRoot`, not both');
@@ -95,11 +96,11 @@ function crossCheck(c: Config, ctx: ValidationContext, baseDir: string): void {
     checkImageRef(`${path}.image`, t.image);
     if (t.tftpRoot !== undefined) t.tftpRoot = resolve(baseDir, t.tftpRoot);
   };
-  for (const [mac, host] of Object.entries(c.hosts)) checkPc(`hosts.${mac}`, host);
+  for (const [mac, host] of Object.entries(c.hosts ?? {})) checkPc(`hosts.${mac}`, host);
   if (c.defaults !== undefined) checkPc('defaults', c.defaults);
-  if (c.nbd.tls) {
+  if (c.nbd?.tls) {
     c.nbd.tls.cert = resolve(baseDir, c.nbd.tls.cert);
     c.nbd.tls.key = resolve(baseDir, c.nbd.tls.key);
   }
-  c.server.stateDir = resolve(baseDir, c.server.stateDir);
+  if (c.server?.stateDir !== undefined) c.server.stateDir = resolve(baseDir, c.server.stateDir);
 }
