@@ -134,3 +134,21 @@ test('the published JSON Schema matches the validator', () => {
   const published = readFileSync(join(REPO_ROOT, 'config/netbootd.schema.json'), 'utf8');
   assert.equal(published, configJsonSchemaText(), 'run: node --import tsx scripts/gen-schema.ts');
 });
+
+test('the example config loads and shows every key of the schema', async () => {
+  const { configSchema } = await import('../../src/config/schema.js');
+  const text = readFileSync(join(REPO_ROOT, 'config/netbootd.example.yaml'), 'utf8');
+  const r = parseConfig(text, join(REPO_ROOT, 'config/netbootd.example.yaml'));
+  assert.ok(r.ok, errorsOf(r).join('\n'));
+  assert.equal(r.warnings.length, 0);
+  // Every key path of the schema appears in the example, commented out or not.
+  const keys: string[] = [];
+  const walk = (sch: { kind: string; properties?: Record<string, unknown>; values?: unknown; object?: unknown }): void => {
+    if (sch.kind === 'object') for (const [k, v] of Object.entries(sch.properties!)) { keys.push(k); walk(v as never); }
+    if (sch.kind === 'map') walk(sch.values as never);
+    if (sch.kind === 'stringOrObject') walk(sch.object as never);
+  };
+  walk(configSchema as never);
+  const missing = [...new Set(keys)].filter((k) => !new RegExp(`\\b${k}:`).test(text));
+  assert.deepEqual(missing, []);
+});
