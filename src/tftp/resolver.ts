@@ -1,0 +1,114 @@
+/**
+ * How the TFTP server finds what to serve: `(client address, normalized path) → FileSource | null`.
+ * The server normalizes and vets the path (see `normalizePath`) before any resolver sees it. Resolvers here:
+ * `DirectoryResolver` (a confined directory root); `PiImageResolver` lives in pi-resolver.ts.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { FileSource, ReadCallback } from '../util/source.js';
+import { ParseError, type Result, ok, err } from '../util/errors.js';
+
+export interface ResolveRequest {
+  /** Client IPv4 address. */
+  address: string;
+  port: number;
+  /** Normalized: no leading `/`, `/` separators, no empty, `.` or `..` segments, no control characters. */
+  path: string;
+}
+
+export interface TftpResolver {
+  /** The file to serve, or null when there is none. Rejections are logged and answered as "not found". */
+  resolve(req: ResolveRequest): Promise<FileSource | null>;
+}
+
+/**
+ * Normalizes a requested filename: `\` becomes `/`, leading and repeated `/` and `.` segments go
+ * (a Pi 5 asks for `serial//config.txt`); `..`, NUL and control characters are refused.
+ */
+export function normalizePath(raw: string): Result<string> {
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return err(new ParseError('TFTP_BAD_PATH', 'control character in path'));
+  }
+  const parts: string[] = [];
+  for (const seg of raw.replace(/\\/g, '/').split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') return err(new ParseError('TFTP_BAD_PATH', '".." in path'));
+    parts.push(seg);
+  }
+  if (parts.length === 0) return err(new ParseError('TFTP_BAD_PATH', 'empty path'));
+  return ok(parts.join('/'));
+}
+
+/** A FileSource over an open file descriptor (callback fs.read; the fd is closed once). */
+export class FdSource implements FileSource {
+  private closed = false;
+  constructor(
+    readonly fd: number,
+    readonly size: number,
+  ) {}
+  read(buf: Buffer, bufOffset: number, length: number, position: number, cb: ReadCallback): void {
+    if (this.closed) return process.nextTick(cb, new Error('source closed'), 0);
+    fs.read(this.fd, buf, bufOffset, length, position, cb);
+  }
+  /**
+   * Scatter read into several buffers in one system call (the engine reads a window of blocks at once
+   * when a source offers this).
+   */
+  readv(buffers: NodeJS.ArrayBufferView[], position: number, cb: ReadCallback): void {
+    if (this.closed) return process.nextTick(cb, new Error('source closed'), 0);
+    fs.readv(this.fd, buffers, position, cb);
+  }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    fs.close(this.fd, () => {});
+  }
+}
+
+function isInside(root: string, p: string): boolean {
+  return p === root || p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+}
+
+/**
+ * Serves regular files under `root`. The resolved path is realpath'd and must stay inside the realpath'd
+ * root (no symlinks out); after opening, the fd's own path (/proc/self/fd) is checked again, which closes
+ * the window where a component is swapped for a symlink between the check and the open.
+ */
+export class DirectoryResolver implements TftpResolver {
+  private rootReal: Promise<string> | null = null;
+  constructor(readonly root: string) {}
+
+  private realRoot(): Promise<string> {
+    this.rootReal ??= fs.promises.realpath(this.root);
+    return this.rootReal;
+  }
+
+  async resolve(req: ResolveRequest): Promise<FileSource | null> {
+    const root = await this.realRoot();
+    let real: string;
+    try {
+      real = await fs.promises.realpath(path.join(root, req.path));
+    } catch {
+      return null;
+    }
+    if (!isInside(root, real)) return null;
+    const fd = await new Promise<number | null>((resolve) =>
+      fs.open(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW, (e, fd) => resolve(e ? null : fd)),
+    );
+    if (fd === null) return null;
+    const st = await new Promise<fs.Stats | null>((resolve) => fs.fstat(fd, (e, s) => resolve(e ? null : s)));
+    let okay = st !== null && st.isFile();
+    if (okay) {
+      const viaProc = await new Promise<string | null>((resolve) =>
+        fs.readlink(`/proc/self/fd/${fd}`, (e, p) => resolve(e ? null : p)),
+      );
+      if (viaProc !== null && !isInside(root, viaProc)) okay = false;
+    }
+    if (!okay) {
+      fs.close(fd, () => {});
+      return null;
+    }
+    return new FdSource(fd, st!.size);
+  }
+}

@@ -1,0 +1,628 @@
+/**
+ * TFTP server: read-only, octet and netascii, options blksize/timeout/tsize (RFC 2347-2349) and
+ * windowsize (RFC 7440). One request socket; each transfer answers from its own socket (its TID).
+ *
+ * Engine, per transfer: a ring of block buffers (4-byte header room + blksize payload) is filled ahead of
+ * the client by one sequential reader (scatter reads where the source allows), so an ACK is answered
+ * synchronously from memory. The window [base, base+W) is what may be in flight; everything unacked stays
+ * in the ring, so retransmissions never re-read. One timer per transfer, refreshed on every send;
+ * retransmission happens only when it fires (never on a duplicate ACK: Sorcerer's Apprentice).
+ */
+import dgram from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../util/log.js';
+import { RateLimiter, silentLogger } from '../util/log.js';
+import type { FileSource } from '../util/source.js';
+import {
+  parsePacket, writeDataHeader, buildError, buildOack,
+  OP_RRQ, OP_WRQ, OP_ACK, OP_ERROR, DATA_HEADER,
+  ERR_UNDEFINED, ERR_NOT_FOUND, ERR_ACCESS, ERR_ILLEGAL_OP, ERR_UNKNOWN_TID,
+  type RequestPacket, type RequestOption,
+} from './packet.js';
+import { normalizePath, type TftpResolver } from './resolver.js';
+import { OctetReader, NetasciiReader, type BlockReader } from './reader.js';
+
+export interface TftpLimits {
+  /** Largest blksize granted (RFC 2348 allows 8..65464). Default 1468 (fits a 1500-byte MTU). */
+  maxBlksize: number;
+  /** Largest windowsize granted (RFC 7440). Default 64. */
+  maxWindowsize: number;
+  /** Bytes a window may hold in memory; the granted windowsize shrinks to fit. Default 4 MiB. */
+  maxWindowBytes: number;
+  /** Transfers at once, all clients. Default 512. */
+  maxTransfers: number;
+  /** Transfers at once from one client address. Default 32. */
+  maxPerClient: number;
+  /** A transfer with nothing heard from its client for this long ends. Default 30 s. */
+  idleTimeoutMs: number;
+  /** Retransmissions of one packet before giving up. Default 5. */
+  retries: number;
+  /** Retransmission timeout when the client asks for none. Default 1000 ms. */
+  defaultTimeoutMs: number;
+  /** Bytes read ahead of the window. Default 64 KiB. */
+  readAheadBytes: number;
+}
+
+export const DEFAULT_LIMITS: TftpLimits = {
+  maxBlksize: 1468,
+  maxWindowsize: 64,
+  maxWindowBytes: 4 * 1024 * 1024,
+  maxTransfers: 512,
+  maxPerClient: 32,
+  idleTimeoutMs: 30_000,
+  retries: 5,
+  defaultTimeoutMs: 1000,
+  readAheadBytes: 64 * 1024,
+};
+
+export interface TftpServerOptions {
+  resolver: TftpResolver;
+  logger?: Logger;
+  /** Listen address. Default 0.0.0.0. */
+  address?: string;
+  /** Listen port. Default 69; 0 picks one. */
+  port?: number;
+  /**
+   * Local address transfer sockets bind to. Default: `address`. Node's dgram cannot tell which local
+   * address a datagram arrived on (no IP_PKTINFO), so with `address` 0.0.0.0 on a multi-homed host set this
+   * to the address clients talk to; left at 0.0.0.0 the kernel picks the source address by route.
+   */
+  replyAddress?: string;
+  limits?: Partial<TftpLimits>;
+}
+
+export type TransferOutcome = 'complete' | 'client-error' | 'timeout' | 'error' | 'aborted';
+
+/** One finished transfer (the daemon logs or exports these). */
+export interface TransferStats {
+  address: string;
+  port: number;
+  path: string;
+  mode: string;
+  outcome: TransferOutcome;
+  /** Payload bytes acknowledged by the client. */
+  bytes: number;
+  size: number;
+  ms: number;
+  /** MiB/s over the transfer. */
+  rate: number;
+  blksize: number;
+  windowsize: number;
+  retransmits: number;
+  detail?: string;
+}
+
+export interface TftpServerStats {
+  active: number;
+  served: number;
+  notFound: number;
+  failed: number;
+  malformed: number;
+}
+
+interface Negotiated {
+  blksize: number;
+  windowsize: number;
+  timeoutMs: number;
+  oack: { name: string; value: string }[];
+}
+
+/** Applies RFC 2347-2349/7440 to the requested options; only understood, valid ones are answered. */
+export function negotiate(
+  options: RequestOption[],
+  mode: string,
+  size: number,
+  limits: TftpLimits,
+): Negotiated {
+  const res: Negotiated = { blksize: 512, windowsize: 1, timeoutMs: limits.defaultTimeoutMs, oack: [] };
+  const intOf = (v: string): number => (/^\s*\d{1,10}\s*$/.test(v) ? Number.parseInt(v, 10) : NaN);
+  let windowReq = 0;
+  for (const o of options) {
+    const n = intOf(o.value);
+    switch (o.key) {
+      case 'blksize':
+        if (n >= 8) {
+          res.blksize = Math.min(n, 65464, Math.max(8, limits.maxBlksize));
+          res.oack.push({ name: o.name, value: String(res.blksize) });
+        }
+        break;
+      case 'timeout':
+        if (n >= 1 && n <= 255) {
+          res.timeoutMs = n * 1000;
+          res.oack.push({ name: o.name, value: String(n) });
+        }
+        break;
+      case 'tsize':
+        if (mode === 'octet') res.oack.push({ name: o.name, value: String(size) });
+        break;
+      case 'windowsize':
+        if (mode === 'octet' && n >= 1 && n <= 65535) {
+          windowReq = n;
+          res.oack.push({ name: o.name, value: '' });
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  if (windowReq > 0) {
+    const byBytes = Math.max(1, Math.floor(limits.maxWindowBytes / (res.blksize + DATA_HEADER)));
+    res.windowsize = Math.max(1, Math.min(windowReq, limits.maxWindowsize, byBytes));
+    const entry = res.oack.find((e) => e.name.toLowerCase() === 'windowsize')!;
+    entry.value = String(res.windowsize);
+  }
+  return res;
+}
+
+const SHUTDOWN = 'server shutting down';
+
+export class TftpServer extends EventEmitter {
+  readonly limits: TftpLimits;
+  private readonly log: Logger;
+  private readonly resolver: TftpResolver;
+  private readonly listenAddress: string;
+  private readonly listenPort: number;
+  private readonly replyAddress: string;
+  private socket: dgram.Socket | null = null;
+  private readonly sessions = new Map<string, Session>();
+  private readonly perClient = new Map<string, number>();
+  private pending = 0;
+  private closing = false;
+  private readonly noisy = new RateLimiter(10_000);
+  readonly counters: Omit<TftpServerStats, 'active'> = { served: 0, notFound: 0, failed: 0, malformed: 0 };
+
+  constructor(opts: TftpServerOptions) {
+    super();
+    this.resolver = opts.resolver;
+    this.log = opts.logger ?? silentLogger;
+    this.listenAddress = opts.address ?? '0.0.0.0';
+    this.listenPort = opts.port ?? 69;
+    this.replyAddress = opts.replyAddress ?? this.listenAddress;
+    this.limits = { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) };
+  }
+
+  stats(): TftpServerStats {
+    return { active: this.sessions.size, ...this.counters };
+  }
+
+  listen(): Promise<{ address: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      const sock = dgram.createSocket({ type: 'udp4' });
+      const onErr = (e: Error): void => reject(e);
+      sock.once('error', onErr);
+      sock.on('message', (msg, rinfo) => this.onRequest(msg, rinfo));
+      sock.bind({ address: this.listenAddress, port: this.listenPort }, () => {
+        sock.off('error', onErr);
+        sock.on('error', (e) => this.log.error({ err: e.message }, 'tftp socket error'));
+        this.socket = sock;
+        const a = sock.address();
+        this.log.info({ address: a.address, port: a.port }, 'tftp listening');
+        resolve({ address: a.address, port: a.port });
+      });
+    });
+  }
+
+  /** Stops accepting requests and aborts running transfers (each client gets an ERROR). */
+  async close(): Promise<void> {
+    this.closing = true;
+    const sock = this.socket;
+    this.socket = null;
+    if (sock) await new Promise<void>((r) => sock.close(() => r()));
+    const ends = [...this.sessions.values()].map((s) => s.abort(SHUTDOWN));
+    await Promise.all(ends);
+  }
+
+  /** Sends a datagram from the request socket (rejections of malformed requests, WRQ). */
+  private replyFromMain(buf: Buffer, port: number, address: string): void {
+    this.socket?.send(buf, port, address, () => {});
+  }
+
+  /** Logs a noisy event at most once per interval per client. */
+  private noisyLog(level: 'warn' | 'info' | 'debug', key: string, fields: Record<string, unknown>, msg: string): void {
+    const suppressed = this.noisy.allow(key);
+    if (suppressed === null) return;
+    this.log[level](suppressed > 0 ? { ...fields, suppressed } : fields, msg);
+  }
+
+  private onRequest(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.closing) return;
+    const ip = rinfo.address;
+    const parsed = parsePacket(msg);
+    if (!parsed.ok) {
+      this.counters.malformed++;
+      this.noisyLog('warn', `bad:${ip}`, { ip, port: rinfo.port, code: parsed.error.code, err: parsed.error.message, bytes: msg.length }, 'malformed tftp packet');
+      if (msg.length >= 2 && msg[0] === 0 && (msg[1] === OP_RRQ || msg[1] === OP_WRQ)) {
+        this.replyFromMain(buildError(ERR_ILLEGAL_OP, 'Malformed request'), rinfo.port, ip);
+      }
+      return;
+    }
+    const p = parsed.value;
+    if (p.op === OP_WRQ) {
+      this.noisyLog('info', `wrq:${ip}`, { ip, path: p.filename.slice(0, 256) }, 'write request refused (read-only)');
+      this.replyFromMain(buildError(ERR_ACCESS, 'Read-only server'), rinfo.port, ip);
+      return;
+    }
+    if (p.op !== OP_RRQ) {
+      this.noisyLog('debug', `stray:${ip}`, { ip, port: rinfo.port, op: p.op }, 'stray packet on request port');
+      return;
+    }
+    if (p.mode === 'mail') {
+      this.replyFromMain(buildError(ERR_ILLEGAL_OP, 'Mail mode not supported'), rinfo.port, ip);
+      return;
+    }
+    const norm = normalizePath(p.filename);
+    if (!norm.ok) {
+      this.noisyLog('warn', `path:${ip}`, { ip, path: p.filename.slice(0, 256), err: norm.error.message }, 'tftp path refused');
+      this.replyFromMain(buildError(ERR_ACCESS, 'Access violation'), rinfo.port, ip);
+      return;
+    }
+    const key = `${ip}:${rinfo.port}`;
+    const existing = this.sessions.get(key);
+    if (existing) {
+      // A retransmitted RRQ (our first answer is in flight or lost): the running transfer retransmits itself.
+      if (existing.sameRequest(p)) return;
+      // The client reused its port for a new request: the old transfer is dead.
+      void existing.abort(null);
+    }
+    const active = this.sessions.size + this.pending;
+    const mine = this.perClient.get(ip) ?? 0;
+    if (active >= this.limits.maxTransfers || mine >= this.limits.maxPerClient) {
+      this.noisyLog('warn', `busy:${ip}`, { ip, active, client: mine }, 'tftp transfer limit reached');
+      this.replyFromMain(buildError(ERR_UNDEFINED, 'Server busy, try again'), rinfo.port, ip);
+      return;
+    }
+    this.pending++;
+    this.perClient.set(ip, mine + 1);
+    const path = norm.value;
+    const release = (): void => {
+      const n = (this.perClient.get(ip) ?? 1) - 1;
+      if (n <= 0) this.perClient.delete(ip);
+      else this.perClient.set(ip, n);
+    };
+    this.resolver.resolve({ address: ip, port: rinfo.port, path }).then(
+      (source) => {
+        this.pending--;
+        if (this.closing) {
+          source?.close();
+          release();
+          return;
+        }
+        if (!source) {
+          this.counters.notFound++;
+          release();
+          this.log.info({ ip, port: rinfo.port, path }, 'file not found');
+          this.sendOneShot(buildError(ERR_NOT_FOUND, 'File not found'), rinfo.port, ip);
+          return;
+        }
+        this.startSession(p, path, source, rinfo, release);
+      },
+      (e: unknown) => {
+        this.pending--;
+        release();
+        this.counters.failed++;
+        this.log.warn({ ip, port: rinfo.port, path, err: e instanceof Error ? e.message : String(e) }, 'tftp resolve failed');
+        this.sendOneShot(buildError(ERR_NOT_FOUND, 'File not found'), rinfo.port, ip);
+      },
+    );
+  }
+
+  /** An answer from a fresh socket (its own TID), as a transfer would send it; used for "not found". */
+  private sendOneShot(buf: Buffer, port: number, address: string): void {
+    const s = dgram.createSocket({ type: 'udp4' });
+    s.on('error', () => s.close());
+    s.bind({ address: this.replyAddress, port: 0 }, () => {
+      s.send(buf, port, address, () => {
+        try {
+          s.close();
+        } catch {
+          /* closed on error */
+        }
+      });
+    });
+  }
+
+  private startSession(req: RequestPacket, path: string, source: FileSource, rinfo: dgram.RemoteInfo, release: () => void): void {
+    const key = `${rinfo.address}:${rinfo.port}`;
+    const nego = negotiate(req.options, req.mode, source.size, this.limits);
+    const session = new Session(this, req, path, source, rinfo.address, rinfo.port, nego, (stats) => {
+      if (this.sessions.get(key) === session) this.sessions.delete(key);
+      release();
+      this.finished(stats);
+    });
+    this.sessions.set(key, session);
+    session.start(this.replyAddress);
+  }
+
+  private finished(s: TransferStats): void {
+    const fields = { ip: s.address, port: s.port, path: s.path, bytes: s.bytes, ms: s.ms, mibps: Math.round(s.rate * 100) / 100, blksize: s.blksize, windowsize: s.windowsize, mode: s.mode, retransmits: s.retransmits };
+    switch (s.outcome) {
+      case 'complete':
+        this.counters.served++;
+        this.log.info(fields, 'file sent');
+        break;
+      case 'client-error':
+        this.log.debug({ ...fields, detail: s.detail }, 'transfer ended by client');
+        break;
+      case 'aborted':
+        this.log.debug({ ...fields, detail: s.detail }, 'transfer aborted');
+        break;
+      case 'timeout':
+        this.counters.failed++;
+        this.log.info({ ...fields, detail: s.detail }, 'transfer timed out');
+        break;
+      case 'error':
+        this.counters.failed++;
+        this.log.warn({ ...fields, detail: s.detail }, 'transfer failed');
+        break;
+    }
+    this.emit('transfer', s);
+  }
+
+  /** For sessions: rate-limited logging of stray packets. */
+  noteStray(key: string, fields: Record<string, unknown>, msg: string): void {
+    this.noisyLog('debug', key, fields, msg);
+  }
+}
+
+interface Slot {
+  buf: Buffer;
+  /** Payload bytes (0..blksize). */
+  len: number;
+}
+
+const MAX_BATCH = 256;
+
+const enum State {
+  Oack,
+  Data,
+  Done,
+}
+
+class Session {
+  private sock: dgram.Socket | null = null;
+  private readonly reader: BlockReader;
+  private readonly slots: Slot[];
+  private readonly ring: number;
+  private readonly blksize: number;
+  private readonly window: number;
+  private state: State;
+  private oackBuf: Buffer | null = null;
+  /** First unacknowledged block (0-based; wire number is (index+1) & 0xffff). */
+  private base = 0;
+  /** Next block to send. */
+  private next = 0;
+  /** Next block to read; blocks [base, readIndex) are in the ring. */
+  private readIndex = 0;
+  /** Index of the final (short) block once read, else -1. */
+  private lastIndex = -1;
+  private reading = false;
+  private tries = 0;
+  private retransmits = 0;
+  private lastHeard = Date.now();
+  private readonly started = Date.now();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly timeoutMs: number;
+  private readonly sendCb = (e: Error | null): void => {
+    if (e) this.fail('error', `send: ${e.message}`);
+  };
+  private doneResolve: (() => void) | null = null;
+  private readonly done: Promise<void>;
+  private readonly optionKey: string;
+
+  constructor(
+    private readonly server: TftpServer,
+    private readonly req: RequestPacket,
+    private readonly path: string,
+    private readonly source: FileSource,
+    private readonly address: string,
+    private readonly port: number,
+    nego: Negotiated,
+    private readonly onEnd: (stats: TransferStats) => void,
+  ) {
+    this.blksize = nego.blksize;
+    this.window = nego.windowsize;
+    this.timeoutMs = nego.timeoutMs;
+    this.reader = req.mode === 'netascii' ? new NetasciiReader(source) : new OctetReader(source);
+    // Read ahead by bytes, but in at most MAX_BATCH buffers (one scatter read; IOV_MAX is 1024).
+    const ahead = Math.max(this.window, Math.min(MAX_BATCH, Math.ceil(server.limits.readAheadBytes / this.blksize)));
+    const aheadCapped = Math.max(1, Math.min(ahead, Math.floor(server.limits.maxWindowBytes / (this.blksize + DATA_HEADER))));
+    this.ring = this.window + aheadCapped;
+    this.slots = [];
+    for (let i = 0; i < this.ring; i++) this.slots.push({ buf: Buffer.allocUnsafe(DATA_HEADER + this.blksize), len: -1 });
+    this.state = nego.oack.length > 0 ? State.Oack : State.Data;
+    if (nego.oack.length > 0) this.oackBuf = buildOack(nego.oack);
+    this.optionKey = Session.requestKey(req);
+    this.done = new Promise((r) => (this.doneResolve = r));
+  }
+
+  static requestKey(req: RequestPacket): string {
+    return `${req.filename}\0${req.mode}\0${req.options.map((o) => `${o.key}=${o.value}`).join('\0')}`;
+  }
+
+  sameRequest(req: RequestPacket): boolean {
+    return this.state !== State.Done && Session.requestKey(req) === this.optionKey;
+  }
+
+  start(localAddress: string): void {
+    const sock = dgram.createSocket({ type: 'udp4' });
+    this.sock = sock;
+    sock.on('error', (e) => this.fail('error', `socket: ${e.message}`));
+    sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    sock.bind({ address: localAddress, port: 0 });
+    this.timer = setTimeout(() => this.onTimeout(), this.timeoutMs);
+    this.fillRing();
+    if (this.state === State.Oack) this.sendRaw(this.oackBuf!);
+    else this.pump();
+  }
+
+  private sendRaw(buf: Buffer): void {
+    this.sock?.send(buf, 0, buf.length, this.port, this.address, this.sendCb);
+  }
+
+  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.state === State.Done) return;
+    if (rinfo.port !== this.port || rinfo.address !== this.address) {
+      // Someone else's packet (RFC 1350 TID check): tell them, leave the transfer alone.
+      this.server.noteStray(`tid:${rinfo.address}`, { ip: rinfo.address, port: rinfo.port, transferFor: this.address }, 'packet from unknown transfer ID');
+      this.sock?.send(buildError(ERR_UNKNOWN_TID, 'Unknown transfer ID'), rinfo.port, rinfo.address, () => {});
+      return;
+    }
+    if (msg.length === 4 && msg[0] === 0 && msg[1] === OP_ACK) {
+      this.onAck((msg[2]! << 8) | msg[3]!);
+      return;
+    }
+    const p = parsePacket(msg);
+    if (p.ok && p.value.op === OP_ERROR) {
+      this.finish('client-error', `client error ${p.value.code}: ${p.value.message.slice(0, 128)}`);
+      return;
+    }
+    this.server.noteStray(`junk:${this.address}`, { ip: this.address, port: this.port, bytes: msg.length }, 'unexpected packet in transfer');
+  }
+
+  private onAck(block: number): void {
+    this.lastHeard = Date.now();
+    if (this.state === State.Oack) {
+      if (block !== 0) return;
+      this.state = State.Data;
+      this.tries = 0;
+      this.pump();
+      return;
+    }
+    // Which block this acknowledges: offset from base-1 (whose wire number is base & 0xffff).
+    const d = (block - (this.base & 0xffff)) & 0xffff;
+    if (d === 0) return; // duplicate of the previous ACK: never a trigger to resend (Sorcerer's Apprentice)
+    const acked = this.base - 1 + d;
+    if (acked >= this.next) return; // not sent yet (stale from a previous rollover lap, or garbage)
+    this.base = acked + 1;
+    this.tries = 0;
+    if (this.lastIndex >= 0 && acked >= this.lastIndex) {
+      this.finish('complete');
+      return;
+    }
+    // RFC 7440: an ACK inside the window means "resend from the block after it".
+    if (acked < this.next - 1) this.next = this.base;
+    this.pump();
+    this.fillRing();
+  }
+
+  /** Sends what the window allows of what has been read. */
+  private pump(): void {
+    if (this.state !== State.Data) return;
+    let end = this.base + this.window;
+    if (this.lastIndex >= 0 && end > this.lastIndex + 1) end = this.lastIndex + 1;
+    if (end > this.readIndex) end = this.readIndex;
+    if (this.next >= end) return;
+    const sock = this.sock!;
+    while (this.next < end) {
+      const i = this.next++;
+      const slot = this.slots[i % this.ring]!;
+      writeDataHeader(slot.buf, (i + 1) & 0xffff);
+      sock.send(slot.buf, 0, DATA_HEADER + slot.len, this.port, this.address, this.sendCb);
+    }
+    this.timer?.refresh();
+  }
+
+  /** Keeps the ring full: reads the next free slots in one go. */
+  private fillRing(): void {
+    if (this.reading || this.lastIndex >= 0 || this.state === State.Done) return;
+    const free = Math.min(MAX_BATCH, this.base + this.ring - this.readIndex);
+    if (free <= 0) return;
+    const first = this.readIndex;
+    const bufs: Buffer[] = [];
+    for (let i = 0; i < free; i++) {
+      const slot = this.slots[(first + i) % this.ring]!;
+      bufs.push(slot.buf.subarray(DATA_HEADER));
+    }
+    this.reading = true;
+    this.reader.fill(bufs, (e, total) => {
+      this.reading = false;
+      if (this.state === State.Done) return;
+      if (e) return this.fail('error', `read: ${e.message}`);
+      let left = total;
+      for (let i = 0; i < free; i++) {
+        const n = Math.min(left, this.blksize);
+        left -= n;
+        this.slots[(first + i) % this.ring]!.len = n;
+        this.readIndex = first + i + 1;
+        if (n < this.blksize) {
+          this.lastIndex = first + i;
+          break;
+        }
+      }
+      this.pump();
+      this.fillRing();
+    });
+  }
+
+  private onTimeout(): void {
+    if (this.state === State.Done) return;
+    const now = Date.now();
+    if (now - this.lastHeard >= this.server.limits.idleTimeoutMs) {
+      this.finish('timeout', 'idle');
+      return;
+    }
+    if (++this.tries > this.server.limits.retries) {
+      this.finish('timeout', `no answer after ${this.server.limits.retries} retransmissions`);
+      return;
+    }
+    this.retransmits++;
+    if (this.state === State.Oack) {
+      this.sendRaw(this.oackBuf!);
+      this.timer!.refresh();
+      return;
+    }
+    this.next = this.base;
+    this.pump();
+    // Nothing was sendable (a read is pending): wait another period.
+    this.timer!.refresh();
+  }
+
+  private fail(outcome: TransferOutcome, detail: string): void {
+    if (this.state === State.Done) return;
+    this.sendRaw(buildError(ERR_UNDEFINED, outcome === 'error' ? 'Server error' : detail));
+    this.finish(outcome, detail);
+  }
+
+  /** Ends the transfer; `message` non-null sends the client an ERROR first. */
+  abort(message: string | null): Promise<void> {
+    if (this.state !== State.Done) {
+      if (message !== null) this.sendRaw(buildError(ERR_UNDEFINED, message));
+      this.finish('aborted', message ?? 'superseded');
+    }
+    return this.done;
+  }
+
+  private finish(outcome: TransferOutcome, detail?: string): void {
+    if (this.state === State.Done) return;
+    this.state = State.Done;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.reader.close();
+    const ms = Date.now() - this.started;
+    let bytes = 0;
+    if (this.base > 0) {
+      bytes = (this.base - 1) * this.blksize;
+      if (this.lastIndex >= 0 && this.base > this.lastIndex) bytes += this.slots[this.lastIndex % this.ring]!.len;
+      else bytes += this.blksize;
+    }
+    const stats: TransferStats = {
+      address: this.address, port: this.port, path: this.path, mode: this.req.mode, outcome, bytes,
+      size: this.source.size, ms, rate: ms > 0 ? bytes / 1048576 / (ms / 1000) : 0,
+      blksize: this.blksize, windowsize: this.window, retransmits: this.retransmits,
+      ...(detail !== undefined ? { detail } : {}),
+    };
+    const sock = this.sock;
+    this.sock = null;
+    const end = (): void => {
+      this.onEnd(stats);
+      this.doneResolve?.();
+    };
+    if (sock) {
+      try {
+        sock.close(end);
+      } catch {
+        end();
+      }
+    } else end();
+  }
+}
