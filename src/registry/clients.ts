@@ -1,0 +1,109 @@
+/**
+ * Client identity. A Pi is its serial (from the TFTP path prefix), a PC its MAC (from its PXE DHCP
+ * exchange); both are tied to the IPv4 the client uses for TFTP, the 4011 exchange and NBD. NBD
+ * connections carry no identity, so they are matched by source address to what was learned at boot
+ * (falling back to the address itself). The table is bounded: the least recently seen entry goes first.
+ */
+
+export interface ClientIdentity {
+  ip: string;
+  mac?: string;
+  serial?: string;
+  /** Firmware seen at DHCP time: bios, uefi64, pi, … */
+  firmware?: string;
+  /** Name from the config (`hosts.<mac>.name`), for logs. */
+  name?: string;
+}
+
+export interface ClientRecord extends ClientIdentity {
+  firstSeen: number;
+  lastSeen: number;
+  /** When this client last started a boot (DHCP offer, or its first TFTP file). */
+  lastBoot?: number;
+  /** What it last fetched by TFTP, and when. */
+  lastFile?: string;
+}
+
+export class ClientTable {
+  private readonly byIp = new Map<string, ClientRecord>();
+  private readonly ipByMac = new Map<string, string>();
+  private readonly ipBySerial = new Map<string, string>();
+
+  constructor(private readonly max = 4096) {}
+
+  /** Records what was learned about the client at `ip` (merging with what is known). */
+  learn(ip: string, facts: Omit<ClientIdentity, 'ip'> & { boot?: boolean; file?: string }, now = Date.now()): ClientRecord {
+    let rec = this.byIp.get(ip);
+    if (rec) this.byIp.delete(ip);
+    else rec = { ip, firstSeen: now, lastSeen: now };
+    rec.lastSeen = now;
+    if (facts.mac !== undefined) {
+      const prevIp = this.ipByMac.get(facts.mac);
+      if (prevIp !== undefined && prevIp !== ip) this.forgetField(prevIp, 'mac');
+      rec.mac = facts.mac;
+      this.ipByMac.set(facts.mac, ip);
+    }
+    if (facts.serial !== undefined) {
+      const prevIp = this.ipBySerial.get(facts.serial);
+      if (prevIp !== undefined && prevIp !== ip) this.forgetField(prevIp, 'serial');
+      rec.serial = facts.serial;
+      this.ipBySerial.set(facts.serial, ip);
+    }
+    if (facts.firmware !== undefined) rec.firmware = facts.firmware;
+    if (facts.name !== undefined) rec.name = facts.name;
+    if (facts.boot) rec.lastBoot = now;
+    if (facts.file !== undefined) rec.lastFile = facts.file;
+    this.byIp.set(ip, rec);
+    while (this.byIp.size > this.max) {
+      const oldest = this.byIp.keys().next().value as string;
+      this.remove(oldest);
+    }
+    return rec;
+  }
+
+  private forgetField(ip: string, field: 'mac' | 'serial'): void {
+    const rec = this.byIp.get(ip);
+    if (rec) delete rec[field];
+  }
+
+  private remove(ip: string): void {
+    const rec = this.byIp.get(ip);
+    if (!rec) return;
+    this.byIp.delete(ip);
+    if (rec.mac !== undefined && this.ipByMac.get(rec.mac) === ip) this.ipByMac.delete(rec.mac);
+    if (rec.serial !== undefined && this.ipBySerial.get(rec.serial) === ip) this.ipBySerial.delete(rec.serial);
+  }
+
+  get(ip: string): ClientRecord | undefined {
+    return this.byIp.get(ip);
+  }
+
+  /** The identity to log and to name overlays by: serial, else MAC, else the address. */
+  identity(ip: string): ClientIdentity {
+    const rec = this.byIp.get(ip);
+    if (!rec) return { ip };
+    const { mac, serial, firmware, name } = rec;
+    return { ip, ...(mac ? { mac } : {}), ...(serial ? { serial } : {}), ...(firmware ? { firmware } : {}), ...(name ? { name } : {}) };
+  }
+
+  /** A stable file-name-safe key for per-client state (copy-on-write overlays). */
+  stateKey(ip: string): string {
+    const rec = this.byIp.get(ip);
+    if (rec?.serial) return `pi-${rec.serial}`;
+    if (rec?.mac) return `mac-${rec.mac.replace(/:/g, '-')}`;
+    return `ip-${ip.replace(/[^0-9a-fA-F.]/g, '_')}`;
+  }
+
+  all(): ClientRecord[] {
+    return [...this.byIp.values()].reverse();
+  }
+}
+
+/** Log fields for a client: `{ ip, mac?, serial?, name? }` (pino child bindings). */
+export function clientFields(id: ClientIdentity): Record<string, string> {
+  const out: Record<string, string> = { ip: id.ip };
+  if (id.mac) out.mac = id.mac;
+  if (id.serial) out.serial = id.serial;
+  if (id.name) out.client = id.name;
+  return out;
+}
