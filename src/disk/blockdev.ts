@@ -10,6 +10,14 @@ import { IoError } from '../util/errors.js';
 export type IoCallback = (err: Error | null) => void;
 export type WrittenListener = (offset: number, length: number) => void;
 
+/** One run of a device's allocation map (NBD `base:allocation`): `hole` = not allocated, `zero` = reads as zeros. */
+export interface AllocationExtent {
+  length: number;
+  hole: boolean;
+  zero: boolean;
+}
+export type AllocationCallback = (err: Error | null, extents?: AllocationExtent[]) => void;
+
 export interface BlockDevice {
   /** Size in bytes. */
   readonly size: number;
@@ -27,6 +35,11 @@ export interface BlockDevice {
   flush(cb: IoCallback): void;
   /** Subscribe to completed writes (device-relative offsets). Returns the unsubscribe function. */
   onWritten(listener: WrittenListener): () => void;
+  /**
+   * Optional: the allocation status of [position, position+length) as consecutive extents starting at
+   * `position` (they may cover only a prefix). Devices without it are reported fully allocated.
+   */
+  blockStatus?(position: number, length: number, cb: AllocationCallback): void;
 }
 
 /** Checks a request against a device; returns the error to report, or null. */

@@ -1,0 +1,249 @@
+/**
+ * What the NBD server asks about exports, and a simple static provider (a list of image files). The
+ * registry implements `ExportProvider` later; the server knows nothing else about images.
+ */
+import net from 'node:net';
+import { FileBlockDevice, type BlockDevice } from '../disk/blockdev.js';
+import { CowBlockDevice, resetOverlay } from '../disk/cow.js';
+import { NetbootError } from '../util/errors.js';
+
+/** The peer of one NBD connection. */
+export interface NbdClient {
+  /** Source IP as seen on the socket (IPv4-mapped IPv6 already unwrapped). */
+  address: string;
+  /** Whether TLS is running on this connection (at the time of the question). */
+  tls: boolean;
+}
+
+/** One line of NBD_OPT_LIST. */
+export interface ExportInfo {
+  name: string;
+  description: string;
+  tlsRequired: boolean;
+}
+
+/** An export opened for one connection. `release()` exactly once when the connection ends (or after INFO). */
+export interface OpenExport {
+  name: string;
+  device: BlockDevice;
+  readOnly: boolean;
+  description: string;
+  /** True when FLUSH/FUA on one connection covers writes made on all connections to this export. */
+  canMultiConn: boolean;
+  tlsRequired: boolean;
+  release(): void;
+}
+
+/** Why an export was not opened: `unknown` (absent, or hidden from this client) or `policy` (in use, …). */
+export interface NbdRefusal {
+  refused: true;
+  reason: 'unknown' | 'policy';
+  message: string;
+}
+
+export interface ExportProvider {
+  /** Exports this client may see (allow-lists honoured). */
+  list(client: NbdClient): ExportInfo[];
+  /** Opens an export for a connection; the empty name is the default export. */
+  open(name: string, client: NbdClient): Promise<OpenExport | NbdRefusal>;
+}
+
+export function isRefusal(x: OpenExport | NbdRefusal): x is NbdRefusal {
+  return (x as NbdRefusal).refused === true;
+}
+
+// ---------------------------------------------------------------- allow-lists
+
+/** Unwraps `::ffff:a.b.c.d` to `a.b.c.d`. */
+export function normalizeAddress(address: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return m ? m[1]! : address;
+}
+
+/** An allow-list of addresses and CIDRs (IPv4 and IPv6). Throws `NetbootError('BAD_CIDR')` on a bad entry. */
+export class AllowList {
+  private readonly list = new net.BlockList();
+  constructor(readonly entries: readonly string[]) {
+    for (const raw of entries) {
+      const [addr, prefix, extra] = raw.trim().split('/');
+      const type = net.isIPv4(addr ?? '') ? 'ipv4' : net.isIPv6(addr ?? '') ? 'ipv6' : null;
+      if (!type || extra !== undefined) throw new NetbootError('BAD_CIDR', `allow-list entry '${raw}' is not an address or CIDR`);
+      if (prefix === undefined) {
+        this.list.addAddress(addr!, type);
+        continue;
+      }
+      const bits = Number(prefix);
+      const max = type === 'ipv4' ? 32 : 128;
+      if (!/^\d+$/.test(prefix) || bits > max) throw new NetbootError('BAD_CIDR', `allow-list entry '${raw}': bad prefix length`);
+      this.list.addSubnet(addr!, bits, type);
+    }
+  }
+  allows(address: string): boolean {
+    const a = normalizeAddress(address);
+    const type = net.isIPv4(a) ? 'ipv4' : net.isIPv6(a) ? 'ipv6' : null;
+    if (!type) return false;
+    return this.list.check(a, type);
+  }
+}
+
+// ---------------------------------------------------------------- static provider
+
+export interface StaticExport {
+  name: string;
+  path: string;
+  mode: 'readwrite' | 'readonly' | 'cow';
+  /** Client addresses/CIDRs allowed; absent = everyone. */
+  allow?: string[];
+  /** Read-write only: several clients may write at once (otherwise one writing client at a time). */
+  shared?: boolean;
+  /** Copy-on-write only: where overlays live. */
+  stateDir?: string;
+  description?: string;
+  tlsRequired?: boolean;
+}
+
+interface Entry {
+  cfg: StaticExport;
+  allow: AllowList | null;
+  writer: { address: string; count: number } | null;
+}
+
+/**
+ * Exports from a fixed list. Each image file is opened once and shared by all connections. A read-write
+ * export has one writing client at a time (by source address; several connections from that address are
+ * fine, e.g. a reconnecting kernel client) unless `shared`. A copy-on-write export gives every client
+ * identity its own overlay (identity = `identify(client)`, default the address), shared by that client's
+ * connections.
+ */
+export class StaticExportProvider implements ExportProvider {
+  private readonly entries: Entry[];
+  private readonly files = new Map<string, Promise<FileBlockDevice>>();
+  private readonly overlays = new Map<string, { dev: Promise<CowBlockDevice>; refs: number }>();
+  private readonly identify: (client: NbdClient) => string;
+
+  constructor(exports: StaticExport[], opts: { identify?: (client: NbdClient) => string } = {}) {
+    const names = new Set<string>();
+    this.entries = exports.map((cfg) => {
+      if (names.has(cfg.name)) throw new NetbootError('DUPLICATE_EXPORT', `export '${cfg.name}' defined twice`);
+      names.add(cfg.name);
+      if (cfg.mode === 'cow' && !cfg.stateDir) throw new NetbootError('NO_STATE_DIR', `export '${cfg.name}': copy-on-write needs stateDir`);
+      return { cfg, allow: cfg.allow ? new AllowList(cfg.allow) : null, writer: null };
+    });
+    this.identify = opts.identify ?? ((c) => normalizeAddress(c.address));
+  }
+
+  private visible(e: Entry, client: NbdClient): boolean {
+    return !e.allow || e.allow.allows(client.address);
+  }
+
+  list(client: NbdClient): ExportInfo[] {
+    return this.entries
+      .filter((e) => this.visible(e, client))
+      .map((e) => ({ name: e.cfg.name, description: e.cfg.description ?? '', tlsRequired: e.cfg.tlsRequired ?? false }));
+  }
+
+  private find(name: string, client: NbdClient): Entry | undefined {
+    if (name === '') {
+      return this.entries.find((e) => e.cfg.name === '' && this.visible(e, client)) ?? this.entries.find((e) => this.visible(e, client));
+    }
+    const e = this.entries.find((x) => x.cfg.name === name);
+    return e && this.visible(e, client) ? e : undefined;
+  }
+
+  private file(path: string, readOnly: boolean): Promise<FileBlockDevice> {
+    const key = `${readOnly ? 'ro' : 'rw'}:${path}`;
+    let p = this.files.get(key);
+    if (!p) {
+      p = FileBlockDevice.open(path, { readOnly });
+      this.files.set(key, p);
+      p.catch(() => this.files.delete(key));
+    }
+    return p;
+  }
+
+  async open(name: string, client: NbdClient): Promise<OpenExport | NbdRefusal> {
+    const e = this.find(name, client);
+    if (!e) return { refused: true, reason: 'unknown', message: `no export named '${name}'` };
+    const cfg = e.cfg;
+    const base = { name: cfg.name, description: cfg.description ?? '', tlsRequired: cfg.tlsRequired ?? false };
+    if (cfg.mode === 'readonly') {
+      const device = await this.file(cfg.path, true);
+      return { ...base, device, readOnly: true, canMultiConn: true, release: () => {} };
+    }
+    if (cfg.mode === 'readwrite') {
+      const address = normalizeAddress(client.address);
+      if (!cfg.shared && e.writer && e.writer.address !== address) {
+        return { refused: true, reason: 'policy', message: `export '${cfg.name}' is in use by another client (${e.writer.address}); it allows one writer` };
+      }
+      const device = await this.file(cfg.path, false);
+      if (!cfg.shared) {
+        if (e.writer && e.writer.address !== address) {
+          return { refused: true, reason: 'policy', message: `export '${cfg.name}' is in use by another client (${e.writer.address}); it allows one writer` };
+        }
+        if (e.writer) e.writer.count++;
+        else e.writer = { address, count: 1 };
+      }
+      let released = false;
+      const release = (): void => {
+        if (released || cfg.shared) return;
+        released = true;
+        if (e.writer && --e.writer.count === 0) e.writer = null;
+      };
+      // One fd shared by every connection, no cache of our own: a flush on any connection covers all.
+      return { ...base, device, readOnly: false, canMultiConn: true, release };
+    }
+    // copy-on-write
+    const identity = this.identify(client);
+    const key = `${cfg.name}\0${identity}`;
+    let ov = this.overlays.get(key);
+    if (!ov) {
+      const dev = this.file(cfg.path, true).then((b) => CowBlockDevice.open(b, cfg.stateDir!, cfg.name, identity));
+      ov = { dev, refs: 0 };
+      this.overlays.set(key, ov);
+      dev.catch(() => this.overlays.delete(key));
+    }
+    const device = await ov.dev;
+    ov.refs++;
+    let released = false;
+    const entry = ov;
+    return {
+      ...base, device, readOnly: false, canMultiConn: true,
+      release: () => {
+        if (!released) {
+          released = true;
+          entry.refs--;
+        }
+      },
+    };
+  }
+
+  /** Deletes a client's overlay of a copy-on-write export; refused while that client has it open. */
+  async resetOverlay(exportName: string, identity: string): Promise<boolean> {
+    const e = this.entries.find((x) => x.cfg.name === exportName);
+    if (!e || e.cfg.mode !== 'cow') throw new NetbootError('NOT_COW', `'${exportName}' is not a copy-on-write export`);
+    const key = `${exportName}\0${identity}`;
+    const ov = this.overlays.get(key);
+    if (ov) {
+      if (ov.refs > 0) throw new NetbootError('IN_USE', `overlay of ${identity} on '${exportName}' is in use`);
+      this.overlays.delete(key);
+      await (await ov.dev).close();
+    }
+    return resetOverlay(e.cfg.stateDir!, exportName, identity);
+  }
+
+  /** Flushes and closes every device. */
+  async close(): Promise<void> {
+    const ovs = [...this.overlays.values()];
+    this.overlays.clear();
+    for (const o of ovs) await (await o.dev.catch(() => null))?.close();
+    const files = [...this.files.values()];
+    this.files.clear();
+    for (const f of files) {
+      const d = await f.catch(() => null);
+      if (d) {
+        if (!d.readOnly) await new Promise<void>((res) => d.flush(() => res()));
+        await d.close();
+      }
+    }
+  }
+}

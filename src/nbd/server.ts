@@ -1,0 +1,902 @@
+/**
+ * NBD server: fixed newstyle handshake, then a pipelined transmission phase.
+ *
+ * Transmission hot path: a streaming request parser over the socket's chunks (a 28-byte header is parsed
+ * in place when it lies inside one chunk; a write payload lying inside one chunk is used as a view, else
+ * it is gathered into one buffer of the request's length — never `Buffer.concat`). Many requests are in
+ * flight at once and are answered as they complete; a READ reply is one buffer (header + data, the data
+ * read straight into it) written with one `write()`. Memory per connection is bounded: reading from the
+ * socket stops while in-flight bytes/requests exceed the limits or the socket's write buffer is full
+ * (`write()` returned false), and resumes on completion / 'drain'.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../util/log.js';
+import { silentLogger, RateLimiter } from '../util/log.js';
+import type { BlockDevice } from '../disk/blockdev.js';
+import * as P from './packet.js';
+import { type ExportProvider, type NbdClient, type OpenExport, isRefusal, normalizeAddress } from './exports.js';
+
+export interface NbdLimits {
+  /** Largest READ/WRITE payload (also advertised as the maximum block size). Default 32 MiB. */
+  maxPayload: number;
+  /** Bytes of read/write payload in flight per connection before the socket is paused. Default 64 MiB. */
+  maxInflightBytes: number;
+  /** Requests in flight per connection before the socket is paused. Default 256. */
+  maxInflightRequests: number;
+  /** Largest option payload accepted during the handshake. Default 64 KiB. */
+  maxOptionLength: number;
+  /** Time allowed for the handshake. Default 30 s. */
+  handshakeTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: NbdLimits = {
+  maxPayload: 32 << 20,
+  maxInflightBytes: 64 << 20,
+  maxInflightRequests: 256,
+  maxOptionLength: 64 << 10,
+  handshakeTimeoutMs: 30_000,
+};
+
+export interface NbdServerOptions {
+  exports: ExportProvider;
+  logger?: Logger;
+  /** Enables NBD_OPT_STARTTLS (SELECTIVETLS: exports marked tlsRequired need it). */
+  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer };
+  limits?: Partial<NbdLimits>;
+}
+
+const META_ID_BASE_ALLOCATION = 1;
+const PREFERRED_BLOCK = 4096;
+const ZERO_CHUNK = Buffer.alloc(1 << 20);
+
+export class NbdServer {
+  readonly limits: NbdLimits;
+  readonly logger: Logger;
+  readonly exports: ExportProvider;
+  readonly secureContext: tls.SecureContext | null;
+  readonly rate = new RateLimiter(10_000);
+  private readonly server: net.Server;
+  private readonly conns = new Set<Connection>();
+  shuttingDown = false;
+
+  constructor(opts: NbdServerOptions) {
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.logger = opts.logger ?? silentLogger;
+    this.exports = opts.exports;
+    this.secureContext = opts.tls ? tls.createSecureContext({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca }) : null;
+    this.server = net.createServer({ noDelay: true }, (s) => this.accept(s));
+    this.server.on('error', (e) => this.logger.error({ err: e }, 'nbd server error'));
+  }
+
+  listen(port: number, host = '0.0.0.0'): Promise<{ port: number; address: string }> {
+    return new Promise((resolve, reject) => {
+      const onErr = (e: Error): void => reject(e);
+      this.server.once('error', onErr);
+      this.server.listen(port, host, () => {
+        this.server.off('error', onErr);
+        const a = this.server.address() as net.AddressInfo;
+        this.logger.info({ port: a.port, host: a.address }, 'nbd listening');
+        resolve({ port: a.port, address: a.address });
+      });
+    });
+  }
+
+  get address(): net.AddressInfo | null {
+    return this.server.address() as net.AddressInfo | null;
+  }
+
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.shuttingDown) {
+      socket.destroy();
+      return;
+    }
+    const c = new Connection(this, socket);
+    this.conns.add(c);
+    c.onClosed = () => this.conns.delete(c);
+  }
+
+  /**
+   * Stops accepting; connections in the handshake are ended, connections in transmission stop reading,
+   * finish their in-flight requests, flush, and end.
+   */
+  async close(): Promise<void> {
+    this.shuttingDown = true;
+    const closed = new Promise<void>((res) => this.server.close(() => res()));
+    await Promise.all([...this.conns].map((c) => c.shutdown()));
+    await closed;
+  }
+
+  warn(log: Logger, key: string, obj: object, msg: string): void {
+    const suppressed = this.rate.allow(key);
+    if (suppressed === null) return;
+    log.warn(suppressed > 0 ? { ...obj, suppressed } : obj, msg);
+  }
+}
+
+type Phase = 'flags' | 'optHeader' | 'optData' | 'busy' | 'transmission' | 'closing';
+
+interface Req {
+  flags: number;
+  type: number;
+  handleHi: number;
+  handleLo: number;
+  offset: number;
+  length: number;
+  payload: Buffer | null;
+  cost: number;
+}
+
+class Connection {
+  onClosed: () => void = () => {};
+  private readonly log: Logger;
+  private readonly client: NbdClient;
+  private stream: Duplex;
+  private phase: Phase = 'flags';
+  private closed = false;
+  private readonly startedAt = Date.now();
+  private handshakeTimer: NodeJS.Timeout | null;
+
+  // handshake state
+  private hsChunks: Buffer[] = [];
+  private hsBytes = 0;
+  private noZeroes = false;
+  private opt = 0;
+  private optLen = 0;
+  private tlsActive = false;
+  private structured = false;
+  private metaExport: string | null = null;
+  private metaBaseAllocation = false;
+
+  // transmission state
+  private exp: OpenExport | null = null;
+  private dev: BlockDevice | null = null;
+  private flagsTx = 0;
+  private readonly hdr = Buffer.allocUnsafe(P.REQUEST_HEADER_LENGTH);
+  private hdrFill = 0;
+  private cur: Buffer | null = null;
+  private curPos = 0;
+  private wreq: Req | null = null;
+  private wfill = 0;
+  private inflight = 0;
+  private inflightBytes = 0;
+  private writeBlocked = false;
+  private paused = false;
+  private disc = false;
+  private finishing = false;
+  private flushOnEnd = false;
+  private parsing = false;
+  private pending: Buffer[] = [];
+
+  // stats
+  private bytesRead = 0;
+  private bytesWritten = 0;
+  private requests = 0;
+  private errors = 0;
+
+  constructor(private readonly srv: NbdServer, private readonly socket: net.Socket) {
+    const address = normalizeAddress(socket.remoteAddress ?? '');
+    this.client = { address, tls: false };
+    this.log = srv.logger.child({ ip: address, port: socket.remotePort });
+    this.stream = socket;
+    socket.setNoDelay(true);
+    socket.on('error', (e) => this.onError(e));
+    socket.on('close', () => this.onClose());
+    this.attach(socket);
+    this.handshakeTimer = setTimeout(() => {
+      this.srv.warn(this.log, `hs-timeout:${address}`, {}, 'nbd handshake timed out');
+      this.destroy();
+    }, srv.limits.handshakeTimeoutMs);
+    this.handshakeTimer.unref();
+    this.send(P.buildGreeting());
+  }
+
+  private attach(s: Duplex): void {
+    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    s.on('drain', () => this.onDrain());
+    s.on('end', () => {
+      // The client half-closed: finish what is in flight, then close our side.
+      this.disc = true;
+      this.dropPartialWrite();
+      this.maybeFinish();
+    });
+  }
+
+  private onError(e: Error): void {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ECONNRESET' || code === 'EPIPE') this.log.debug({ err: e.message }, 'nbd connection reset');
+    else this.srv.warn(this.log, `sockerr:${this.client.address}`, { err: e.message }, 'nbd socket error');
+    this.destroy();
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    if (this.exp) {
+      this.log.info(
+        {
+          export: this.exp.name, bytesRead: this.bytesRead, bytesWritten: this.bytesWritten, requests: this.requests,
+          errors: this.errors, ms: Date.now() - this.startedAt,
+        },
+        'nbd disconnect',
+      );
+      this.exp.release();
+    }
+    this.onClosed();
+  }
+
+  private destroy(): void {
+    if (!this.socket.destroyed) this.socket.destroy();
+    if (this.stream !== this.socket && !this.stream.destroyed) this.stream.destroy();
+  }
+
+  private send(buf: Buffer): void {
+    if (this.closed || this.stream.destroyed) return;
+    if (!this.stream.write(buf)) {
+      this.writeBlocked = true;
+      this.updateFlow();
+    }
+  }
+
+  private onDrain(): void {
+    this.writeBlocked = false;
+    this.updateFlow();
+  }
+
+  // ==================================================== handshake ====================================================
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    if (this.phase === 'transmission') {
+      if (this.cur !== null) {
+        this.pending.push(chunk); // arrived while we were holding back (rare: pause() is advisory)
+        return;
+      }
+      this.cur = chunk;
+      this.curPos = 0;
+      this.parse();
+      return;
+    }
+    if (this.phase === 'closing') return;
+    this.hsChunks.push(chunk);
+    this.hsBytes += chunk.length;
+    this.pumpHandshake();
+  }
+
+  /** Takes exactly n buffered handshake bytes (cold path: small concatenations are fine here). */
+  private take(n: number): Buffer | null {
+    if (this.hsBytes < n) return null;
+    const all = this.hsChunks.length === 1 ? this.hsChunks[0]! : Buffer.concat(this.hsChunks);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.hsChunks = rest.length ? [rest] : [];
+    this.hsBytes = rest.length;
+    return out;
+  }
+
+  private pumpHandshake(): void {
+    for (;;) {
+      if (this.closed) return;
+      if (this.phase === 'flags') {
+        const b = this.take(4);
+        if (!b) return;
+        const f = P.parseClientFlags(b);
+        if (!f.ok) {
+          this.srv.warn(this.log, `flags:${this.client.address}`, { err: f.error.message }, 'nbd bad client flags');
+          return this.destroy();
+        }
+        this.noZeroes = f.value.noZeroes;
+        this.phase = 'optHeader';
+      } else if (this.phase === 'optHeader') {
+        const b = this.take(P.OPTION_HEADER_LENGTH);
+        if (!b) return;
+        const h = P.parseOptionHeader(b);
+        if (!h.ok) {
+          this.srv.warn(this.log, `opt:${this.client.address}`, { err: h.error.message }, 'nbd bad option header');
+          return this.destroy();
+        }
+        if (h.value.length > this.srv.limits.maxOptionLength) {
+          this.srv.warn(this.log, `optlen:${this.client.address}`, { option: h.value.option, length: h.value.length }, 'nbd option too long; closing');
+          return this.destroy();
+        }
+        this.opt = h.value.option;
+        this.optLen = h.value.length;
+        this.phase = 'optData';
+      } else if (this.phase === 'optData') {
+        const data = this.take(this.optLen);
+        if (!data) return;
+        this.phase = 'busy';
+        this.handleOption(this.opt, Buffer.from(data)).then(
+          (next) => {
+            if (this.closed) return;
+            if (next === 'continue') {
+              this.phase = 'optHeader';
+              this.pumpHandshake();
+            }
+          },
+          (e: unknown) => {
+            this.log.error({ err: e instanceof Error ? e.message : String(e), option: P.optionName(this.opt) }, 'nbd option failed');
+            this.destroy();
+          },
+        );
+        return;
+      } else {
+        return;
+      }
+    }
+  }
+
+  private reply(option: number, type: number, data?: Buffer): void {
+    this.send(P.buildOptionReply(option, type, data));
+  }
+
+  private replyErr(option: number, type: number, message: string): void {
+    this.log.debug({ option: P.optionName(option), type, msg: message }, 'nbd option refused');
+    this.send(P.buildOptionError(option, type, message));
+  }
+
+  private transmissionFlags(e: OpenExport): number {
+    let f = P.TFLAG_HAS_FLAGS | P.TFLAG_SEND_FLUSH | P.TFLAG_SEND_CACHE;
+    if (e.readOnly || e.device.readOnly) f |= P.TFLAG_READ_ONLY;
+    else f |= P.TFLAG_SEND_FUA | P.TFLAG_SEND_TRIM | P.TFLAG_SEND_WRITE_ZEROES | P.TFLAG_SEND_FAST_ZERO;
+    if (e.canMultiConn) f |= P.TFLAG_CAN_MULTI_CONN;
+    if (this.structured) f |= P.TFLAG_SEND_DF;
+    return f;
+  }
+
+  /** Handles one option; resolves 'continue' to read the next one, or 'stop' (transmission, TLS, closing). */
+  private async handleOption(option: number, data: Buffer): Promise<'continue' | 'stop'> {
+    const name = P.optionName(option);
+    if (this.srv.shuttingDown && option !== P.OPT_ABORT) {
+      this.replyErr(option, P.REP_ERR_SHUTDOWN, 'server is shutting down');
+      return 'continue';
+    }
+    switch (option) {
+      case P.OPT_ABORT:
+        this.reply(option, P.REP_ACK);
+        this.phase = 'closing';
+        this.stream.end();
+        return 'stop';
+
+      case P.OPT_LIST: {
+        if (data.length !== 0) {
+          this.replyErr(option, P.REP_ERR_INVALID, 'NBD_OPT_LIST takes no data');
+          return 'continue';
+        }
+        for (const e of this.srv.exports.list(this.client)) {
+          if (e.tlsRequired && !this.tlsActive) continue;
+          this.reply(option, P.REP_SERVER, P.buildServerEntry(e.name, e.description));
+        }
+        this.reply(option, P.REP_ACK);
+        return 'continue';
+      }
+
+      case P.OPT_STARTTLS: {
+        if (!this.srv.secureContext) {
+          this.replyErr(option, P.REP_ERR_POLICY, 'TLS is not configured on this server');
+          return 'continue';
+        }
+        if (data.length !== 0) {
+          this.replyErr(option, P.REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+          return 'continue';
+        }
+        if (this.tlsActive) {
+          this.replyErr(option, P.REP_ERR_INVALID, 'TLS is already running');
+          return 'continue';
+        }
+        this.reply(option, P.REP_ACK);
+        this.startTls();
+        return 'stop';
+      }
+
+      case P.OPT_STRUCTURED_REPLY: {
+        if (data.length !== 0) {
+          this.replyErr(option, P.REP_ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
+          return 'continue';
+        }
+        if (this.structured) {
+          this.replyErr(option, P.REP_ERR_INVALID, 'structured replies already negotiated');
+          return 'continue';
+        }
+        this.structured = true;
+        this.reply(option, P.REP_ACK);
+        return 'continue';
+      }
+
+      case P.OPT_LIST_META_CONTEXT:
+      case P.OPT_SET_META_CONTEXT: {
+        if (!this.structured) {
+          this.replyErr(option, P.REP_ERR_INVALID, 'negotiate structured replies first');
+          return 'continue';
+        }
+        const r = P.parseMetaContextRequest(data);
+        if (!r.ok) {
+          this.replyErr(option, P.REP_ERR_INVALID, r.error.message);
+          return 'continue';
+        }
+        const visible = this.srv.exports.list(this.client).some((e) => e.name === r.value.name) || r.value.name === '';
+        if (!visible) {
+          this.replyErr(option, P.REP_ERR_UNKNOWN, `no export named '${r.value.name}'`);
+          return 'continue';
+        }
+        const list = option === P.OPT_LIST_META_CONTEXT;
+        let match = false;
+        if (list && r.value.queries.length === 0) match = true;
+        for (const q of r.value.queries) {
+          if (q === P.BASE_ALLOCATION || (list && q === 'base:')) match = true;
+        }
+        if (!list) {
+          this.metaExport = r.value.name;
+          this.metaBaseAllocation = match;
+        }
+        if (match) this.reply(option, P.REP_META_CONTEXT, P.buildMetaContextEntry(list ? 0 : META_ID_BASE_ALLOCATION, P.BASE_ALLOCATION));
+        this.reply(option, P.REP_ACK);
+        return 'continue';
+      }
+
+      case P.OPT_INFO:
+      case P.OPT_GO: {
+        const r = P.parseInfoRequest(data);
+        if (!r.ok) {
+          this.replyErr(option, P.REP_ERR_INVALID, r.error.message);
+          return 'continue';
+        }
+        const e = await this.openExport(r.value.name);
+        if (this.closed) {
+          if (e && !isRefusal(e)) e.release();
+          return 'stop';
+        }
+        if (isRefusal(e)) {
+          this.replyErr(option, e.reason === 'unknown' ? P.REP_ERR_UNKNOWN : P.REP_ERR_POLICY, e.message);
+          return 'continue';
+        }
+        if (e.tlsRequired && !this.tlsActive) {
+          e.release();
+          this.replyErr(option, P.REP_ERR_TLS_REQD, `export '${r.value.name}' requires TLS`);
+          return 'continue';
+        }
+        const flags = this.transmissionFlags(e);
+        this.reply(option, P.REP_INFO, P.buildInfoExport(e.device.size, flags));
+        const want = new Set(r.value.requests);
+        if (want.has(P.INFO_NAME)) this.reply(option, P.REP_INFO, P.buildInfoString(P.INFO_NAME, e.name));
+        if (want.has(P.INFO_DESCRIPTION) && e.description) {
+          this.reply(option, P.REP_INFO, P.buildInfoString(P.INFO_DESCRIPTION, e.description));
+        }
+        this.reply(option, P.REP_INFO, P.buildInfoBlockSize(1, PREFERRED_BLOCK, this.srv.limits.maxPayload));
+        this.reply(option, P.REP_ACK);
+        if (option === P.OPT_INFO) {
+          e.release();
+          return 'continue';
+        }
+        if (this.metaExport !== null && this.metaExport !== r.value.name && this.metaExport !== '') this.metaBaseAllocation = false;
+        this.enterTransmission(e, flags);
+        return 'stop';
+      }
+
+      case P.OPT_EXPORT_NAME: {
+        const n = P.parseExportName(data);
+        if (!n.ok) {
+          this.srv.warn(this.log, `expname:${this.client.address}`, { err: n.error.message }, 'nbd bad export name');
+          this.destroy();
+          return 'stop';
+        }
+        const e = await this.openExport(n.value);
+        if (this.closed) {
+          if (e && !isRefusal(e)) e.release();
+          return 'stop';
+        }
+        if (isRefusal(e) || (e.tlsRequired && !this.tlsActive)) {
+          // NBD_OPT_EXPORT_NAME cannot return an error: the spec says terminate the session.
+          if (!isRefusal(e)) e.release();
+          this.log.info({ export: n.value, reason: isRefusal(e) ? e.message : 'TLS required' }, 'nbd export refused');
+          this.destroy();
+          return 'stop';
+        }
+        const flags = this.transmissionFlags(e);
+        this.send(P.buildExportNameReply(e.device.size, flags, this.noZeroes));
+        if (this.metaExport !== null && this.metaExport !== n.value && this.metaExport !== '') this.metaBaseAllocation = false;
+        this.enterTransmission(e, flags);
+        return 'stop';
+      }
+
+      default:
+        this.replyErr(option, P.REP_ERR_UNSUP, `option ${name} is not supported`);
+        return 'continue';
+    }
+  }
+
+  private async openExport(name: string): Promise<ReturnType<ExportProvider['open']> extends Promise<infer T> ? T : never> {
+    try {
+      return await this.srv.exports.open(name, { ...this.client, tls: this.tlsActive });
+    } catch (e) {
+      this.log.error({ export: name, err: e instanceof Error ? e.message : String(e) }, 'nbd export failed to open');
+      return { refused: true, reason: 'policy', message: `export '${name}' is not available` };
+    }
+  }
+
+  private startTls(): void {
+    const raw = this.socket;
+    raw.removeAllListeners('data');
+    raw.removeAllListeners('drain');
+    raw.removeAllListeners('end');
+    raw.pause();
+    const leftover = this.hsBytes ? this.take(this.hsBytes) : null;
+    if (leftover && leftover.length) raw.unshift(leftover);
+    const t = new tls.TLSSocket(raw, { isServer: true, secureContext: this.srv.secureContext!, requestCert: false });
+    t.on('error', (e) => this.onError(e));
+    t.on('secure', () => {
+      this.tlsActive = true;
+      this.client.tls = true;
+      this.log.debug({}, 'nbd tls established');
+    });
+    this.stream = t;
+    this.attach(t);
+    this.phase = 'optHeader';
+  }
+
+  private enterTransmission(e: OpenExport, flags: number): void {
+    if (this.handshakeTimer) {
+      clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = null;
+    }
+    this.exp = e;
+    this.dev = e.device;
+    this.flagsTx = flags;
+    this.phase = 'transmission';
+    this.log.info(
+      { export: e.name, readOnly: (flags & P.TFLAG_READ_ONLY) !== 0, structured: this.structured, tls: this.tlsActive, size: e.device.size },
+      'nbd connect',
+    );
+    // Bytes that arrived with the final option are the first requests.
+    const rest = this.hsBytes ? this.take(this.hsBytes) : null;
+    this.hsChunks = [];
+    if (rest && rest.length) {
+      this.cur = Buffer.from(rest);
+      this.curPos = 0;
+      this.parse();
+    }
+  }
+
+  // ==================================================== transmission ====================================================
+
+  private blocked(): boolean {
+    const l = this.srv.limits;
+    return this.disc || this.writeBlocked || this.inflightBytes >= l.maxInflightBytes || this.inflight >= l.maxInflightRequests;
+  }
+
+  /** Pauses or resumes reading from the socket; parses a held-back chunk first. */
+  private updateFlow(): void {
+    if (this.closed) return;
+    if (this.phase === 'transmission' && this.cur && !this.parsing && !this.blocked()) this.parse();
+    const stop = this.blocked() || this.cur !== null;
+    if (stop && !this.paused) {
+      this.paused = true;
+      this.stream.pause();
+    } else if (!stop && this.paused) {
+      this.paused = false;
+      this.stream.resume();
+    }
+  }
+
+  /** Consumes `this.cur` from `this.curPos` until it is used up or the connection is blocked. */
+  private parse(): void {
+    this.parsing = true;
+    try {
+      this.parseLoop();
+    } finally {
+      this.parsing = false;
+    }
+    if (this.cur !== null && this.curPos >= this.cur.length) {
+      this.cur = this.pending.shift() ?? null;
+      this.curPos = 0;
+    }
+    this.updateFlow();
+  }
+
+  private parseLoop(): void {
+    const l = this.srv.limits;
+    while (this.cur !== null && !this.closed) {
+      if (this.disc) {
+        this.cur = null; // nothing may follow NBD_CMD_DISC
+        this.pending = [];
+        break;
+      }
+      const chunk = this.cur;
+      let pos = this.curPos;
+      const avail = chunk.length - pos;
+      if (avail === 0) {
+        this.cur = this.pending.shift() ?? null;
+        this.curPos = 0;
+        continue;
+      }
+      const w = this.wreq;
+      if (w) {
+        // Gathering a write payload.
+        const need = w.length - this.wfill;
+        const n = need < avail ? need : avail;
+        chunk.copy(w.payload!, this.wfill, pos, pos + n);
+        this.wfill += n;
+        this.curPos = pos + n;
+        this.bytesWritten += n;
+        if (this.wfill === w.length) {
+          this.wreq = null;
+          this.dispatch(w);
+        }
+        continue;
+      }
+      if (this.blocked()) break;
+      let hbuf: Buffer;
+      let hoff: number;
+      if (this.hdrFill === 0 && avail >= P.REQUEST_HEADER_LENGTH) {
+        hbuf = chunk;
+        hoff = pos;
+        pos += P.REQUEST_HEADER_LENGTH;
+      } else {
+        const n = Math.min(P.REQUEST_HEADER_LENGTH - this.hdrFill, avail);
+        chunk.copy(this.hdr, this.hdrFill, pos, pos + n);
+        this.hdrFill += n;
+        pos += n;
+        this.curPos = pos;
+        if (this.hdrFill < P.REQUEST_HEADER_LENGTH) continue;
+        this.hdrFill = 0;
+        hbuf = this.hdr;
+        hoff = 0;
+      }
+      this.curPos = pos;
+      const r: Req = { flags: 0, type: 0, handleHi: 0, handleLo: 0, offset: 0, length: 0, payload: null, cost: 0 };
+      if (!P.parseRequestInto(hbuf, hoff, r)) {
+        this.srv.warn(this.log, `magic:${this.client.address}`, { export: this.exp?.name }, 'nbd bad request magic; closing');
+        this.cur = null;
+        this.destroy();
+        return;
+      }
+      this.requests++;
+      if (r.type === P.CMD_WRITE) {
+        if (r.length > l.maxPayload) {
+          this.srv.warn(this.log, `big:${this.client.address}`, { export: this.exp?.name, length: r.length }, 'nbd write larger than the maximum; closing');
+          this.cur = null;
+          this.destroy();
+          return;
+        }
+        const left = chunk.length - pos;
+        if (left >= r.length) {
+          r.payload = chunk.subarray(pos, pos + r.length);
+          this.curPos = pos + r.length;
+          this.bytesWritten += r.length;
+          this.dispatch(r);
+        } else {
+          r.payload = Buffer.allocUnsafe(r.length);
+          this.wreq = r;
+          this.wfill = 0;
+          // Count the payload as in flight now so a slow sender cannot make us hold many big buffers.
+          r.cost = r.length;
+          this.inflight++;
+          this.inflightBytes += r.length;
+        }
+        continue;
+      }
+      if (r.type === P.CMD_DISC) {
+        this.disc = true;
+        this.cur = null;
+        this.log.debug({ export: this.exp?.name, inflight: this.inflight }, 'nbd disc');
+        this.maybeFinish();
+        break;
+      }
+      this.dispatch(r);
+    }
+  }
+
+  private dispatch(r: Req): void {
+    if (r.cost === 0) {
+      r.cost = r.type === P.CMD_READ || r.type === P.CMD_WRITE ? r.length : 0;
+      this.inflight++;
+      this.inflightBytes += r.cost;
+    }
+    const bad = this.validate(r);
+    if (bad) {
+      this.errors++;
+      this.srv.warn(this.log, `req:${this.client.address}:${bad.errno}`, {
+        export: this.exp?.name, cmd: P.commandName(r.type), offset: r.offset, length: r.length, flags: r.flags, errno: bad.errno,
+      }, `nbd request refused: ${bad.message}`);
+      this.fail(r, bad.errno, bad.message);
+      return;
+    }
+    const dev = this.dev!;
+    switch (r.type) {
+      case P.CMD_READ:
+        return this.doRead(r, dev);
+      case P.CMD_WRITE:
+        dev.write(r.payload!, 0, r.length, r.offset, (e) => {
+          r.payload = null;
+          if (e) return this.ioFail(r, e);
+          this.afterWrite(r, dev);
+        });
+        return;
+      case P.CMD_FLUSH:
+        dev.flush((e) => (e ? this.ioFail(r, e) : this.ok(r)));
+        return;
+      case P.CMD_TRIM:
+        // A hint; the file is not punched (Node has no fallocate). FUA still means durable.
+        this.afterWrite(r, dev);
+        return;
+      case P.CMD_WRITE_ZEROES:
+        if (r.flags & P.CMD_FLAG_FAST_ZERO) return this.fail(r, P.NBD_ENOTSUP, 'zeroing is not faster than writing here');
+        this.writeZeroes(dev, r.offset, r.length, (e) => (e ? this.ioFail(r, e) : this.afterWrite(r, dev)));
+        return;
+      case P.CMD_CACHE:
+        this.ok(r);
+        return;
+      case P.CMD_BLOCK_STATUS:
+        return this.doBlockStatus(r, dev);
+    }
+  }
+
+  /** Returns the error for an invalid request, or null. */
+  private validate(r: Req): { errno: number; message: string } | null {
+    const size = this.dev!.size;
+    const ro = (this.flagsTx & P.TFLAG_READ_ONLY) !== 0;
+    let allowed = P.CMD_FLAG_FUA;
+    switch (r.type) {
+      case P.CMD_READ:
+        if (this.structured) allowed |= P.CMD_FLAG_DF;
+        break;
+      case P.CMD_WRITE_ZEROES:
+        allowed |= P.CMD_FLAG_NO_HOLE | P.CMD_FLAG_FAST_ZERO;
+        break;
+      case P.CMD_BLOCK_STATUS:
+        allowed |= P.CMD_FLAG_REQ_ONE;
+        break;
+      case P.CMD_WRITE:
+      case P.CMD_FLUSH:
+      case P.CMD_TRIM:
+      case P.CMD_CACHE:
+        break;
+      default:
+        return { errno: P.NBD_EINVAL, message: `unknown command ${r.type}` };
+    }
+    if (r.flags & ~allowed) return { errno: P.NBD_EINVAL, message: `flags 0x${r.flags.toString(16)} not valid for ${P.commandName(r.type)}` };
+    if (r.type === P.CMD_FLUSH) {
+      return r.offset !== 0 || r.length !== 0 ? { errno: P.NBD_EINVAL, message: 'FLUSH offset and length must be zero' } : null;
+    }
+    const writes = r.type === P.CMD_WRITE || r.type === P.CMD_TRIM || r.type === P.CMD_WRITE_ZEROES;
+    if (writes && ro) return { errno: P.NBD_EPERM, message: 'export is read-only' };
+    if (r.length === 0) return { errno: P.NBD_EINVAL, message: 'zero-length request' };
+    if (r.offset > size || r.offset + r.length > size) {
+      return writes
+        ? { errno: P.NBD_ENOSPC, message: `${r.offset}+${r.length} is past the end (${size} bytes)` }
+        : { errno: P.NBD_EINVAL, message: `${r.offset}+${r.length} is past the end (${size} bytes)` };
+    }
+    if (r.type === P.CMD_READ && r.length > this.srv.limits.maxPayload) {
+      return { errno: P.NBD_EOVERFLOW, message: `read of ${r.length} bytes exceeds the maximum ${this.srv.limits.maxPayload}` };
+    }
+    if (r.type === P.CMD_BLOCK_STATUS && !this.metaBaseAllocation) {
+      return { errno: P.NBD_EINVAL, message: 'no metadata context negotiated' };
+    }
+    return null;
+  }
+
+  private doRead(r: Req, dev: BlockDevice): void {
+    const hl = this.structured ? P.OFFSET_DATA_PREFIX : P.SIMPLE_REPLY_LENGTH;
+    const out = Buffer.allocUnsafe(hl + r.length);
+    dev.read(out, hl, r.length, r.offset, (e) => {
+      if (e) return this.ioFail(r, e);
+      if (this.structured) P.writeOffsetDataPrefix(out, 0, P.REPLY_FLAG_DONE, r.handleHi, r.handleLo, r.offset, r.length);
+      else P.writeSimpleReply(out, 0, 0, r.handleHi, r.handleLo);
+      this.bytesRead += r.length;
+      this.complete(r, out);
+    });
+  }
+
+  private afterWrite(r: Req, dev: BlockDevice): void {
+    if (r.flags & P.CMD_FLAG_FUA) dev.flush((e) => (e ? this.ioFail(r, e) : this.ok(r)));
+    else this.ok(r);
+  }
+
+  private writeZeroes(dev: BlockDevice, offset: number, length: number, cb: (e: Error | null) => void): void {
+    if (length === 0) return cb(null);
+    const n = Math.min(length, ZERO_CHUNK.length);
+    dev.write(ZERO_CHUNK, 0, n, offset, (e) => (e ? cb(e) : this.writeZeroes(dev, offset + n, length - n, cb)));
+  }
+
+  private doBlockStatus(r: Req, dev: BlockDevice): void {
+    const reqOne = (r.flags & P.CMD_FLAG_REQ_ONE) !== 0;
+    if (!dev.blockStatus) {
+      this.complete(r, P.buildBlockStatus(r.handleHi, r.handleLo, META_ID_BASE_ALLOCATION, [{ length: r.length, flags: 0 }]));
+      return;
+    }
+    dev.blockStatus(r.offset, r.length, (e, ext) => {
+      if (e || !ext || ext.length === 0) {
+        // Not invalid usage: the spec allows one extent of status 0 instead of an error.
+        this.complete(r, P.buildBlockStatus(r.handleHi, r.handleLo, META_ID_BASE_ALLOCATION, [{ length: r.length, flags: 0 }]));
+        return;
+      }
+      const out: P.Extent[] = [];
+      let total = 0;
+      for (const x of ext) {
+        const len = Math.min(x.length, r.length - total);
+        if (len <= 0) break;
+        out.push({ length: len, flags: (x.hole ? P.STATE_HOLE : 0) | (x.zero ? P.STATE_ZERO : 0) });
+        total += len;
+        if (reqOne || out.length >= 1024) break;
+      }
+      this.complete(r, P.buildBlockStatus(r.handleHi, r.handleLo, META_ID_BASE_ALLOCATION, out));
+    });
+  }
+
+  private ok(r: Req): void {
+    this.complete(r, P.buildSimpleReply(0, r.handleHi, r.handleLo));
+  }
+
+  private ioFail(r: Req, e: Error): void {
+    this.errors++;
+    const code = (e as NodeJS.ErrnoException).code;
+    const errno = P.nbdErrno(code);
+    this.srv.warn(this.log, `io:${this.client.address}:${code}`, {
+      export: this.exp?.name, cmd: P.commandName(r.type), offset: r.offset, length: r.length, err: e.message,
+    }, 'nbd i/o error');
+    this.fail(r, errno, e.message, true);
+  }
+
+  private fail(r: Req, errno: number, message: string, withOffset = false): void {
+    if (this.structured) {
+      const off = withOffset && (r.type === P.CMD_READ || r.type === P.CMD_WRITE || r.type === P.CMD_TRIM || r.type === P.CMD_BLOCK_STATUS)
+        ? r.offset : undefined;
+      this.complete(r, P.buildStructuredError(r.handleHi, r.handleLo, errno, message, off));
+    } else {
+      this.complete(r, P.buildSimpleReply(errno, r.handleHi, r.handleLo));
+    }
+  }
+
+  private complete(r: Req, reply: Buffer): void {
+    this.send(reply);
+    this.inflight--;
+    this.inflightBytes -= r.cost;
+    if (this.disc) this.maybeFinish();
+    else this.updateFlow();
+  }
+
+  /** After DISC, the client's half-close or a shutdown: once nothing is in flight, (flush and) close our side. */
+  private maybeFinish(): void {
+    if (this.closed || this.finishing || this.inflight > 0 || this.wreq) return;
+    this.finishing = true;
+    const end = (): void => {
+      this.phase = 'closing';
+      if (!this.stream.destroyed) this.stream.end();
+    };
+    const dev = this.dev;
+    if (this.flushOnEnd && dev && !dev.readOnly) dev.flush(() => end());
+    else end();
+  }
+
+  /** Server shutdown: stop reading, finish in-flight requests, flush, close. */
+  shutdown(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.socket.once('close', () => resolve());
+      setTimeout(() => this.destroy(), 5000).unref();
+      this.flushOnEnd = true;
+      this.disc = true;
+      this.cur = null;
+      this.dropPartialWrite();
+      if (!this.paused) {
+        this.paused = true;
+        this.stream.pause();
+      }
+      this.maybeFinish();
+    });
+  }
+
+  /** A half-received write is dropped: it was never acknowledged. */
+  private dropPartialWrite(): void {
+    if (!this.wreq) return;
+    this.inflight--;
+    this.inflightBytes -= this.wreq.cost;
+    this.wreq = null;
+  }
+}
