@@ -402,9 +402,6 @@ class Session {
   private readonly started = Date.now();
   private timer: NodeJS.Timeout | null = null;
   private readonly timeoutMs: number;
-  private readonly sendCb = (e: Error | null): void => {
-    if (e) this.fail('error', `send: ${e.message}`);
-  };
   private doneResolve: (() => void) | null = null;
   private readonly done: Promise<void>;
   private readonly optionKey: string;
@@ -456,7 +453,8 @@ class Session {
   }
 
   private sendRaw(buf: Buffer): void {
-    this.sock?.send(buf, 0, buf.length, this.port, this.address, this.sendCb);
+    // No per-packet callback: it would cost a trip into JS per datagram; send errors arrive as 'error'.
+    this.sock?.send(buf, 0, buf.length, this.port, this.address);
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -517,7 +515,7 @@ class Session {
       const i = this.next++;
       const slot = this.slots[i % this.ring]!;
       writeDataHeader(slot.buf, (i + 1) & 0xffff);
-      sock.send(slot.buf, 0, DATA_HEADER + slot.len, this.port, this.address, this.sendCb);
+      sock.send(slot.buf, 0, DATA_HEADER + slot.len, this.port, this.address);
     }
     this.timer?.refresh();
   }
@@ -579,20 +577,19 @@ class Session {
 
   private fail(outcome: TransferOutcome, detail: string): void {
     if (this.state === State.Done) return;
-    this.sendRaw(buildError(ERR_UNDEFINED, outcome === 'error' ? 'Server error' : detail));
-    this.finish(outcome, detail);
+    this.finish(outcome, detail, buildError(ERR_UNDEFINED, outcome === 'error' ? 'Server error' : detail));
   }
 
   /** Ends the transfer; `message` non-null sends the client an ERROR first. */
   abort(message: string | null): Promise<void> {
     if (this.state !== State.Done) {
-      if (message !== null) this.sendRaw(buildError(ERR_UNDEFINED, message));
-      this.finish('aborted', message ?? 'superseded');
+      this.finish('aborted', message ?? 'superseded', message !== null ? buildError(ERR_UNDEFINED, message) : undefined);
     }
     return this.done;
   }
 
-  private finish(outcome: TransferOutcome, detail?: string): void {
+  /** Ends the transfer: `last` (an ERROR) is sent before the socket closes. */
+  private finish(outcome: TransferOutcome, detail?: string, last?: Buffer): void {
     if (this.state === State.Done) return;
     this.state = State.Done;
     if (this.timer) clearTimeout(this.timer);
@@ -617,12 +614,15 @@ class Session {
       this.onEnd(stats);
       this.doneResolve?.();
     };
-    if (sock) {
+    const closeSock = (): void => {
       try {
-        sock.close(end);
+        sock!.close(end);
       } catch {
         end();
       }
-    } else end();
+    };
+    if (!sock) end();
+    else if (last) sock.send(last, 0, last.length, this.port, this.address, closeSock);
+    else closeSock();
   }
 }
