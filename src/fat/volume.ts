@@ -1,0 +1,392 @@
+/**
+ * A read-only FAT12/16/32 volume over a `BlockDevice` (usually a partition window of a disk image):
+ * `stat`, `readdir`, and `open(path)` → a `FileSource` for random-access reads.
+ *
+ * Speed: a file's cluster chain is walked once, at open, into extents (runs of contiguous clusters); a
+ * read binary-searches them and issues one device read per extent piece straight into the caller's
+ * buffer. The FAT (in chunks), parsed directories and recent chains are cached, each bounded.
+ *
+ * Coherence: the volume listens to the device's `written` events. A write that touches the FAT drops the
+ * cached FAT; any write inside the volume drops the cached directories and chains (coarse, but writes to a
+ * boot partition are rare). A `FileSource` opened before a write keeps its extents; one opened after sees
+ * the new state. The boot sector is read once: a write that changes the geometry needs a new volume.
+ *
+ * Corruption never loops or crashes: chains are bounded and checked for cycles (see table.ts), a chain
+ * shorter than the file's size is a `CorruptError` at open, a chain longer is cut at the file size (as
+ * Linux and mtools do), and paths are bounded in depth.
+ */
+import { readAt, type BlockDevice } from '../disk/blockdev.js';
+import { CorruptError, IoError, NotFoundError, NetbootError } from '../util/errors.js';
+import type { FileSource, ReadCallback } from '../util/source.js';
+import { BOOT_SECTOR_MIN, parseBootSector, type Bpb, type FatType } from './bpb.js';
+import { ATTR_DIRECTORY, MAX_DIR_BYTES, parseDirectory, type DirEntry } from './dir.js';
+import { FatTable, type Extent } from './table.js';
+
+export type { Extent } from './table.js';
+
+export type { FatType } from './bpb.js';
+export { isFat } from './bpb.js';
+
+export interface FatStat {
+  /** Long name if present, else the 8.3 name as displayed (with NT lowercase bits applied). */
+  name: string;
+  /** 8.3 as stored, e.g. 'START4.ELF'. */
+  shortName: string;
+  isDirectory: boolean;
+  size: number;
+  mtime: Date;
+  ctime?: Date;
+  atime?: Date;
+  attributes: number;
+}
+
+/** Paths deeper than this are refused (a directory cycle cannot make a lookup run forever anyway). */
+export const MAX_PATH_DEPTH = 64;
+const MAX_PATH_LENGTH = 4096;
+const DIR_CACHE_ENTRIES = 256;
+const CHAIN_CACHE_ENTRIES = 256;
+
+interface Directory {
+  entries: DirEntry[];
+  /** Upper-cased long and short names → entry (first wins). */
+  byName: Map<string, DirEntry>;
+}
+
+/** Where the root directory lives: the fixed area (FAT12/16) or a cluster chain (FAT32). */
+const ROOT = 0;
+
+function toStat(e: DirEntry): FatStat {
+  const s: FatStat = {
+    name: e.name,
+    shortName: e.shortName,
+    isDirectory: e.kind === 'directory',
+    size: e.size,
+    mtime: e.mtime,
+    attributes: e.attributes,
+  };
+  if (e.ctime) s.ctime = e.ctime;
+  if (e.atime) s.atime = e.atime;
+  return s;
+}
+
+function fold(name: string): string {
+  return name.toUpperCase();
+}
+
+/** A file's bytes as extents in device coordinates; reads binary-search them. */
+class FatFileSource implements FileSource {
+  private closed = false;
+  /** fileStart[i]: file offset where extent i begins; devStart[i]: device offset of that byte. */
+  private readonly fileStart: Float64Array;
+  private readonly devStart: Float64Array;
+  private readonly extLen: Float64Array;
+
+  constructor(
+    private readonly dev: BlockDevice,
+    readonly size: number,
+    extents: readonly Extent[],
+    bpb: Bpb,
+    private readonly label: string,
+  ) {
+    const n = extents.length;
+    this.fileStart = new Float64Array(n);
+    this.devStart = new Float64Array(n);
+    this.extLen = new Float64Array(n);
+    let pos = 0;
+    for (let i = 0; i < n; i++) {
+      const e = extents[i]!;
+      this.fileStart[i] = pos;
+      this.devStart[i] = bpb.dataOffset + (e.cluster - 2) * bpb.clusterSize;
+      this.extLen[i] = e.count * bpb.clusterSize;
+      pos += this.extLen[i]!;
+    }
+  }
+
+  /** Index of the extent holding file offset `pos` (pos < size). */
+  private find(pos: number): number {
+    const fs = this.fileStart;
+    let lo = 0;
+    let hi = fs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (fs[mid]! <= pos) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  read(buf: Buffer, bufOffset: number, length: number, position: number, cb: ReadCallback): void {
+    if (this.closed) return process.nextTick(cb, new IoError('EBADF', `${this.label}: file is closed`), 0);
+    if (
+      !Number.isSafeInteger(position) || !Number.isSafeInteger(length) || !Number.isSafeInteger(bufOffset) ||
+      position < 0 || length < 0 || bufOffset < 0 || bufOffset + length > buf.length
+    ) {
+      return process.nextTick(cb, new IoError('EINVAL', `${this.label}: bad read range`), 0);
+    }
+    const total = Math.max(0, Math.min(length, this.size - position));
+    if (total === 0) return process.nextTick(cb, null, 0);
+    let idx = this.find(position);
+    let done = 0;
+    const step = (e: Error | null): void => {
+      if (e) return cb(e, 0);
+      if (done >= total) return cb(null, total);
+      const pos = position + done;
+      while (pos >= this.fileStart[idx]! + this.extLen[idx]!) idx++;
+      const within = pos - this.fileStart[idx]!;
+      const n = Math.min(total - done, this.extLen[idx]! - within);
+      const at = bufOffset + done;
+      done += n;
+      this.dev.read(buf, at, n, this.devStart[idx]! + within, step);
+    };
+    step(null);
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+}
+
+export class FatVolume {
+  readonly type: FatType;
+  readonly label: string;
+  readonly name: string;
+  private readonly table: FatTable;
+  private readonly dirs = new Map<number, Directory>();
+  private readonly dirsPending = new Map<number, Promise<Directory>>();
+  private readonly chains = new Map<string, Extent[]>();
+  private generation = 0;
+  private unsubscribe: (() => void) | undefined;
+
+  private constructor(
+    private readonly dev: BlockDevice,
+    readonly bpb: Bpb,
+    name: string,
+    label: string,
+  ) {
+    this.type = bpb.type;
+    this.name = name;
+    this.label = label;
+    this.table = new FatTable(dev, bpb, 128, name);
+    const fatLo = bpb.reservedSectors * bpb.bytesPerSector;
+    const fatHi = fatLo + bpb.numFats * bpb.fatBytes;
+    const volEnd = bpb.volumeBytes;
+    this.unsubscribe = dev.onWritten((off, len) => {
+      if (off >= volEnd || off + len <= 0) return;
+      if (off < fatHi && off + len > fatLo) this.table.invalidate();
+      this.dropCaches();
+    });
+  }
+
+  /** Opens the FAT volume on `dev`; rejects with `ParseError` (not FAT, bad BPB) or `CorruptError`. */
+  static async open(dev: BlockDevice, opts: { name?: string } = {}): Promise<FatVolume> {
+    const name = opts.name ?? dev.name;
+    if (dev.size < BOOT_SECTOR_MIN) {
+      throw new CorruptError('ETRUNC', `${name}: ${dev.size} bytes is too small for a FAT volume`);
+    }
+    const boot = await readAt(dev, 0, BOOT_SECTOR_MIN);
+    const parsed = parseBootSector(boot, dev.size);
+    if (!parsed.ok) {
+      const e = parsed.error;
+      throw new (e.constructor as typeof NetbootError)(e.code, `${name}: ${e.message}`);
+    }
+    const bpb = parsed.value;
+    const vol = new FatVolume(dev, bpb, name, '');
+    try {
+      const root = await vol.directory(ROOT);
+      const labelEntry = root.entries.find((e) => e.kind === 'label');
+      let label = labelEntry ? labelEntry.shortName : bpb.bpbLabel;
+      label = label.trim();
+      if (label === 'NO NAME') label = '';
+      (vol as { label: string }).label = label;
+    } catch (e) {
+      vol.close();
+      throw e;
+    }
+    return vol;
+  }
+
+  /** Stops listening to the device's written events. The volume still answers, without coherence. */
+  close(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  private dropCaches(): void {
+    this.generation++;
+    this.dirs.clear();
+    this.dirsPending.clear();
+    this.chains.clear();
+  }
+
+  private remember<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+    map.set(key, value);
+    if (map.size > max) map.delete(map.keys().next().value as K);
+  }
+
+  /** A file's or directory's chain as extents, cached by (first cluster, limit). */
+  private async chainOf(first: number, limit: number, onLonger: 'stop' | 'error', what: string): Promise<{ extents: Extent[]; clusters: number }> {
+    const key = `${first}:${limit}:${onLonger}`;
+    const hit = this.chains.get(key);
+    if (hit) {
+      this.chains.delete(key);
+      this.chains.set(key, hit);
+      let clusters = 0;
+      for (const e of hit) clusters += e.count;
+      return { extents: hit, clusters };
+    }
+    const gen = this.generation;
+    const res = await this.table.chain(first, { limit, onLonger, what });
+    if (gen === this.generation) this.remember(this.chains, key, res.extents, CHAIN_CACHE_ENTRIES);
+    return res;
+  }
+
+  /** Reads and parses a directory (ROOT or its first cluster), cached. */
+  private directory(first: number, path = '/'): Promise<Directory> {
+    const hit = this.dirs.get(first);
+    if (hit) {
+      this.dirs.delete(first);
+      this.dirs.set(first, hit);
+      return Promise.resolve(hit);
+    }
+    const inflight = this.dirsPending.get(first);
+    if (inflight) return inflight;
+    const gen = this.generation;
+    const p = this.loadDirectory(first, path).then(
+      (d) => {
+        if (this.dirsPending.get(first) === p) this.dirsPending.delete(first);
+        if (gen === this.generation) this.remember(this.dirs, first, d, DIR_CACHE_ENTRIES);
+        return d;
+      },
+      (e: unknown) => {
+        if (this.dirsPending.get(first) === p) this.dirsPending.delete(first);
+        throw e;
+      },
+    );
+    this.dirsPending.set(first, p);
+    return p;
+  }
+
+  private async loadDirectory(first: number, path: string): Promise<Directory> {
+    const bpb = this.bpb;
+    let buf: Buffer;
+    if (first === ROOT && bpb.type !== 'FAT32') {
+      buf = await readAt(this.dev, bpb.rootDirOffset, bpb.rootDirBytes);
+    } else {
+      const start = first === ROOT ? bpb.rootCluster : first;
+      const limit = Math.max(1, Math.floor(MAX_DIR_BYTES / bpb.clusterSize));
+      const { extents, clusters } = await this.chainOf(start, limit, 'error', `directory ${path}`);
+      buf = Buffer.allocUnsafe(clusters * bpb.clusterSize);
+      let at = 0;
+      for (const e of extents) {
+        const len = e.count * bpb.clusterSize;
+        await new Promise<void>((resolve, reject) =>
+          this.dev.read(buf, at, len, bpb.dataOffset + (e.cluster - 2) * bpb.clusterSize, (err) => (err ? reject(err) : resolve())),
+        );
+        at += len;
+      }
+    }
+    const parsed = parseDirectory(buf, { fat32: bpb.type === 'FAT32' });
+    if (!parsed.ok) throw new CorruptError(parsed.error.code, `${this.name}: directory ${path}: ${parsed.error.message}`);
+    const byName = new Map<string, DirEntry>();
+    for (const e of parsed.value) {
+      if (e.kind === 'label' || e.kind === 'dot') continue;
+      const long = fold(e.name);
+      if (!byName.has(long)) byName.set(long, e);
+      const short = fold(e.shortName);
+      if (!byName.has(short)) byName.set(short, e);
+    }
+    return { entries: parsed.value, byName };
+  }
+
+  /** Splits a path into components; '.' and empty parts are dropped, '..' pops (never above the root). */
+  private components(path: string): string[] {
+    if (typeof path !== 'string' || path.length > MAX_PATH_LENGTH) {
+      throw new NotFoundError('ENAMETOOLONG', `${this.name}: path is too long`);
+    }
+    const out: string[] = [];
+    for (const part of path.split(/[/\\]+/)) {
+      if (part === '' || part === '.') continue;
+      if (part === '..') out.pop();
+      else out.push(part);
+    }
+    if (out.length > MAX_PATH_DEPTH) {
+      throw new NotFoundError('ENAMETOOLONG', `${this.name}: path is deeper than ${MAX_PATH_DEPTH} levels`);
+    }
+    return out;
+  }
+
+  /** Looks a path up; returns the entry (undefined for the root). */
+  private async lookup(path: string): Promise<DirEntry | undefined> {
+    const parts = this.components(path);
+    let dir = await this.directory(ROOT);
+    let entry: DirEntry | undefined;
+    let walked = '';
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i]!;
+      entry = dir.byName.get(fold(part));
+      walked += `/${part}`;
+      if (!entry) throw new NotFoundError('ENOENT', `${this.name}: ${walked}: no such file or directory`);
+      if (i < parts.length - 1) {
+        if (entry.kind !== 'directory') throw new NotFoundError('ENOTDIR', `${this.name}: ${walked}: not a directory`);
+        dir = await this.directory(this.dirCluster(entry, walked), walked);
+      }
+    }
+    return entry;
+  }
+
+  private dirCluster(e: DirEntry, path: string): number {
+    if (e.firstCluster === 0) {
+      // Only '..' may point at the root with cluster 0; a subdirectory starting at 0 is corrupt.
+      throw new CorruptError('EBADCLUSTER', `${this.name}: directory ${path} starts at cluster 0`);
+    }
+    return e.firstCluster;
+  }
+
+  async stat(path: string): Promise<FatStat> {
+    const e = await this.lookup(path);
+    if (!e) {
+      return { name: '', shortName: '', isDirectory: true, size: 0, mtime: new Date(Date.UTC(1980, 0, 1)), attributes: ATTR_DIRECTORY };
+    }
+    return toStat(e);
+  }
+
+  async readdir(path: string): Promise<FatStat[]> {
+    const e = await this.lookup(path);
+    const p = this.components(path).join('/');
+    if (e && e.kind !== 'directory') throw new NotFoundError('ENOTDIR', `${this.name}: /${p}: not a directory`);
+    const dir = await this.directory(e ? this.dirCluster(e, `/${p}`) : ROOT, `/${p}`);
+    const out: FatStat[] = [];
+    for (const d of dir.entries) if (d.kind === 'file' || d.kind === 'directory') out.push(toStat(d));
+    return out;
+  }
+
+  async open(path: string): Promise<FileSource> {
+    const { entry, path: p, extents } = await this.fileExtents(path);
+    return new FatFileSource(this.dev, entry.size, extents, this.bpb, `${this.name}:${p}`);
+  }
+
+  /** The clusters of a file as runs of contiguous clusters (for tools and tests: shows fragmentation). */
+  async extents(path: string): Promise<Extent[]> {
+    return (await this.fileExtents(path)).extents;
+  }
+
+  private async fileExtents(path: string): Promise<{ entry: DirEntry; path: string; extents: Extent[] }> {
+    const e = await this.lookup(path);
+    const p = `/${this.components(path).join('/')}`;
+    if (!e || e.kind === 'directory') throw new NotFoundError('EISDIR', `${this.name}: ${p}: is a directory`);
+    const bpb = this.bpb;
+    if (e.size === 0) return { entry: e, path: p, extents: [] };
+    const need = Math.ceil(e.size / bpb.clusterSize);
+    if (need > bpb.clusterCount) {
+      throw new CorruptError('ESIZE', `${this.name}: ${p}: size ${e.size} is larger than the volume`);
+    }
+    if (e.firstCluster < 2 || e.firstCluster > bpb.maxCluster) {
+      throw new CorruptError('EBADCLUSTER', `${this.name}: ${p}: first cluster ${e.firstCluster} is outside 2..${bpb.maxCluster}`);
+    }
+    const { extents, clusters } = await this.chainOf(e.firstCluster, need, 'stop', p);
+    if (clusters < need) {
+      throw new CorruptError('ESHORT', `${this.name}: ${p}: cluster chain holds ${clusters} clusters, size ${e.size} needs ${need}`);
+    }
+    return { entry: e, path: p, extents };
+  }
+}
