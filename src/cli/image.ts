@@ -1,13 +1,286 @@
-/** `netbootd ls` / `netbootd cat`: look inside disk images without mounting them. */
+/**
+ * `netbootd ls` / `netbootd cat`: look inside disk images without mounting them.
+ *
+ *   netbootd ls IMAGE                 partitions (number, scheme, type, start, size, FAT label)
+ *   netbootd ls IMAGE PART[:/dir]     a FAT directory, `ls -l`-ish (PART 0 or omitted: no partition table)
+ *   netbootd cat IMAGE PART:/path     a file to stdout, streamed through a fixed buffer
+ *
+ * Only the partition table, the FAT boot sector and what the path needs are read, so a sparse multi-GiB
+ * image answers at once. Failures are one line on stderr (`netbootd: …`) and exit status 1 (main.ts).
+ */
 import type { Command } from 'commander';
+import { FileBlockDevice, type BlockDevice } from '../disk/blockdev.js';
+import { openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
+import { FatVolume, type FatStat } from '../fat/volume.js';
+import { NetbootError } from '../util/errors.js';
+import type { FileSource } from '../util/source.js';
+
+/** A failure to show as-is on one line. */
+export class CliError extends Error {}
+
+const CAT_BUFFER = 1 << 20;
 
 export function registerImageCommands(program: Command): void {
   program
     .command('ls')
-    .description('list the partitions of IMAGE, or a FAT directory: IMAGE PART[:/dir]')
-    .argument('<image>')
-    .argument('[where]')
-    .action(async () => {
-      throw new Error('not implemented yet');
+    .description('list the partitions of IMAGE, or a FAT directory: IMAGE PART[:/dir] (PART 0 or omitted: no partition table)')
+    .argument('<image>', 'disk image file (or block device)')
+    .argument('[where]', 'PART[:/dir], e.g. 1 or 1:/overlays')
+    .option('--sector-size <bytes>', 'logical sector size: 512 or 4096 (GPT is detected either way)')
+    .action(async (image: string, where: string | undefined, opts: { sectorSize?: string }) => {
+      await withImage(image, opts.sectorSize, async (dev, table) => {
+        if (where === undefined) {
+          for (const w of table.warnings) process.stderr.write(`netbootd: warning: ${w}\n`);
+          process.stdout.write(await formatPartitions(image, dev, table));
+          return;
+        }
+        const target = parseWhere(where);
+        const vol = await openVolume(image, dev, table, target.part);
+        try {
+          const st = await vol.stat(target.path);
+          const entries = st.isDirectory ? await vol.readdir(target.path) : [st];
+          process.stdout.write(formatDirectory(entries.filter((e) => e.name !== '.' && e.name !== '..')));
+        } finally {
+          vol.close();
+        }
+      });
     });
+
+  program
+    .command('cat')
+    .description('write a file from a FAT partition of IMAGE to stdout: IMAGE PART:/path')
+    .argument('<image>', 'disk image file (or block device)')
+    .argument('<where>', 'PART:/path, e.g. 1:/config.txt')
+    .option('--sector-size <bytes>', 'logical sector size: 512 or 4096 (GPT is detected either way)')
+    .action(async (image: string, where: string, opts: { sectorSize?: string }) => {
+      const target = parseWhere(where);
+      if (target.path.replace(/\/+/g, '/') === '/') throw new CliError(`${where}: give a file path, e.g. ${target.part}:/config.txt`);
+      await withImage(image, opts.sectorSize, async (dev, table) => {
+        const vol = await openVolume(image, dev, table, target.part);
+        try {
+          const st = await vol.stat(target.path);
+          if (st.isDirectory) throw new CliError(`${image}:${target.part}:${target.path}: is a directory`);
+          const src = await vol.open(target.path);
+          // A reader that goes away (`| head`) is not an error, however late stdout reports it.
+          process.stdout.on('error', (e: Error & { code?: string }) => {
+            if (e.code !== 'EPIPE') process.exitCode = 1;
+          });
+          try {
+            await streamTo(src, process.stdout);
+          } finally {
+            src.close();
+          }
+        } finally {
+          vol.close();
+        }
+      });
+    });
+}
+
+/** `1`, `1:/dir`, `0:/x`, `:/x`, `/x` → partition number (0 = whole image) and path. */
+export function parseWhere(where: string): { part: number; path: string } {
+  const m = /^(\d*)(?::(.*))?$/s.exec(where);
+  if (m) {
+    const path = m[2] === undefined || m[2] === '' ? '/' : m[2];
+    return { part: m[1] === '' ? 0 : Number(m[1]), path: path.startsWith('/') ? path : `/${path}` };
+  }
+  if (where.startsWith('/')) return { part: 0, path: where };
+  throw new CliError(`${where}: expected PART[:/path], e.g. 1:/config.txt`);
+}
+
+function parseSectorSize(s: string | undefined): 512 | 4096 | undefined {
+  if (s === undefined) return undefined;
+  if (s === '512' || s === '4096') return Number(s) as 512 | 4096;
+  throw new CliError(`--sector-size ${s}: must be 512 or 4096`);
+}
+
+async function withImage(
+  image: string,
+  sectorSize: string | undefined,
+  fn: (dev: BlockDevice, table: PartitionTable) => Promise<void>,
+): Promise<void> {
+  const ss = parseSectorSize(sectorSize);
+  let dev: FileBlockDevice;
+  try {
+    dev = await FileBlockDevice.open(image, { readOnly: true });
+  } catch (e) {
+    throw new CliError(openErrorMessage(image, e));
+  }
+  try {
+    const table = await readPartitionTable(dev, ss ? { sectorSize: ss } : {}).catch((e: unknown) => {
+      throw new CliError(`${image}: ${messageOf(e)}`);
+    });
+    await fn(dev, table);
+  } finally {
+    await dev.close();
+  }
+}
+
+function openErrorMessage(image: string, e: unknown): string {
+  const code = (e as { code?: unknown }).code;
+  if (code === 'ENOENT') return `${image}: no such file`;
+  if (code === 'EACCES' || code === 'EPERM') return `${image}: permission denied`;
+  if (code === 'EISDIR') return `${image}: is a directory`;
+  if (e instanceof NetbootError) return e.message;
+  return `${image}: ${messageOf(e)}`;
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+async function openVolume(image: string, dev: BlockDevice, table: PartitionTable, part: number): Promise<FatVolume> {
+  if (part === 0 && table.scheme !== 'none') {
+    const fat = table.partitions.filter((p) => !p.extended).map((p) => p.number);
+    throw new CliError(`${image} has ${table.scheme === 'mbr' ? 'an' : 'a'} ${table.scheme.toUpperCase()} partition table: say which partition (${fat.join(', ') || 'none'}), e.g. ${fat[0] ?? 1}:/`);
+  }
+  let window: BlockDevice;
+  try {
+    window = openPartition(dev, table, part);
+  } catch (e) {
+    throw new CliError(messageOf(e));
+  }
+  const p = table.partitions.find((x) => x.number === part);
+  const name = part === 0 ? image : `${image}:${part}`;
+  try {
+    return await FatVolume.open(window, { name });
+  } catch (e) {
+    const what = p ? `partition ${part} of ${image} (type ${p.type} ${p.typeName})` : image;
+    throw new CliError(`${what} is not a FAT file system: ${messageOf(e).replace(`${name}: `, '')}`);
+  }
+}
+
+/** Copies a source to a writable stream through one fixed buffer, waiting for each write to be taken. */
+export async function streamTo(src: FileSource, out: NodeJS.WritableStream): Promise<void> {
+  const buf = Buffer.allocUnsafe(Math.min(CAT_BUFFER, Math.max(1, src.size)));
+  let broken: Error | null = null;
+  const onError = (e: Error): void => {
+    broken = e;
+  };
+  out.on('error', onError);
+  try {
+    let pos = 0;
+    while (pos < src.size && !broken) {
+      const n = await new Promise<number>((resolve, reject) =>
+        src.read(buf, 0, Math.min(buf.length, src.size - pos), pos, (e, got) => (e ? reject(e) : resolve(got))),
+      );
+      if (n === 0) break;
+      // The buffer is reused only after the stream has taken these bytes (its callback), which also
+      // makes a slow reader hold us back.
+      await new Promise<void>((resolve) => {
+        out.write(buf.subarray(0, n), (e) => {
+          if (e) broken = e;
+          resolve();
+        });
+      });
+      pos += n;
+    }
+  } finally {
+    out.off('error', onError);
+  }
+  const b = broken as (Error & { code?: string }) | null;
+  if (b && b.code !== 'EPIPE') throw b; // a closed pipe (`| head`) is the reader's choice, not an error
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Formatting
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** 1536 → '1.5 KiB', 67108864 → '64 MiB'. */
+export function humanSize(n: number): string {
+  let u = 0;
+  let v = n;
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  if (u === 0) return `${n} B`;
+  const s = v >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1).replace(/\.0$/, '');
+  return `${s} ${UNITS[u]}`;
+}
+
+/** Left-aligned columns separated by two spaces; columns listed in `right` are right-aligned. */
+export function columns(rows: string[][], right: ReadonlySet<number> = new Set()): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, [...c].length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => {
+          const pad = ' '.repeat(widths[i]! - [...c].length);
+          return right.has(i) ? pad + c : i === r.length - 1 ? c : c + pad;
+        })
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n') + '\n';
+}
+
+async function fatInfo(dev: BlockDevice, table: PartitionTable, p: Partition | null, image: string): Promise<{ fs: string; label: string }> {
+  if (p?.extended) return { fs: '-', label: '-' };
+  try {
+    const window = openPartition(dev, table, p ? p.number : 0);
+    const vol = await FatVolume.open(window, { name: `${image}:${p ? p.number : 0}` });
+    vol.close();
+    return { fs: vol.type, label: vol.label === '' ? '-' : vol.label };
+  } catch {
+    return { fs: '-', label: '-' };
+  }
+}
+
+async function formatPartitions(image: string, dev: BlockDevice, table: PartitionTable): Promise<string> {
+  const head =
+    table.scheme === 'none'
+      ? `${image}: no partition table, ${humanSize(dev.size)} (${dev.size} bytes)\n`
+      : `${image}: ${table.scheme.toUpperCase()}, disk id ${table.diskId}, ${table.sectorSize}-byte sectors, ${humanSize(dev.size)} (${dev.size} bytes)\n`;
+  const gpt = table.scheme === 'gpt';
+  const rows: string[][] = [['NR', 'SCHEME', 'TYPE', 'START', 'SIZE', '', 'FS', 'LABEL', ...(gpt ? ['NAME'] : [])]];
+  if (table.scheme === 'none') {
+    const f = await fatInfo(dev, table, null, image);
+    if (f.fs === '-') return `${head}no FAT file system on the whole image either\n`;
+    rows.push(['0', 'none', '-', '0', humanSize(dev.size), `(${dev.size})`, f.fs, f.label]);
+    return head + columns(rows, new Set([3, 4]));
+  }
+  for (const p of table.partitions) {
+    const f = await fatInfo(dev, table, p, image);
+    const boot = p.bootable ? ' *' : '';
+    rows.push([
+      String(p.number),
+      p.scheme,
+      `${p.type} ${p.typeName}${boot}`,
+      String(p.start),
+      humanSize(p.size),
+      `(${p.size})`,
+      f.fs,
+      f.label,
+      ...(gpt ? [p.name === undefined || p.name === '' ? '-' : p.name] : []),
+    ]);
+  }
+  if (table.partitions.length === 0) return `${head}no partitions\n`;
+  return head + columns(rows, new Set([3, 4]));
+}
+
+function two(n: number): string {
+  return String(n).padStart(2, '0');
+}
+
+function attrString(e: FatStat): string {
+  const a = e.attributes;
+  return (e.isDirectory ? 'd' : '-') + (a & 0x01 ? 'r' : '-') + (a & 0x02 ? 'h' : '-') + (a & 0x04 ? 's' : '-') + (a & 0x20 ? 'a' : '-');
+}
+
+/** FAT times have no zone: they are shown as stored. */
+function dateString(d: Date): string {
+  return `${d.getUTCFullYear()}-${two(d.getUTCMonth() + 1)}-${two(d.getUTCDate())} ${two(d.getUTCHours())}:${two(d.getUTCMinutes())}`;
+}
+
+export function formatDirectory(entries: FatStat[]): string {
+  if (entries.length === 0) return '';
+  const key = (e: FatStat): string => e.name.toLowerCase();
+  const sorted = [...entries].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : a.name < b.name ? -1 : 1));
+  return columns(
+    sorted.map((e) => [attrString(e), String(e.isDirectory ? 0 : e.size), dateString(e.mtime), e.isDirectory ? `${e.name}/` : e.name]),
+    new Set([1]),
+  );
 }
