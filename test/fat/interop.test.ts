@@ -10,8 +10,8 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileBlockDevice } from '../../src/disk/blockdev.js';
 import { FatVolume, type FatStat } from '../../src/fat/volume.js';
-import type { FileSource } from '../../src/util/source.js';
 import { haveTools, tempDir } from '../helpers/tools.js';
+import { readAll, readAt } from './read.js';
 import { FAT_TOOLS, mcopyOut, mcopyTree, mdirAll, mkfsVfat, populate, prng, type MkfsOptions } from '../helpers/fatimg.js';
 
 interface Case extends MkfsOptions {
@@ -27,27 +27,6 @@ const CASES: Case[] = [
   { fat: 32, sectorSize: 4096, clusterSectors: 1, sizeKiB: 300000 },
   { fat: 32, sectorSize: 512, clusterSectors: 16, sizeKiB: 640000, label: 'BIGCLUSTER' },
 ];
-
-/** Reads a whole source with reads of `chunk` bytes (odd sizes cross cluster and extent boundaries). */
-export function readAll(src: FileSource, chunk: number): Promise<Buffer> {
-  const out = Buffer.alloc(src.size);
-  return new Promise((resolve, reject) => {
-    const step = (pos: number): void => {
-      if (pos >= src.size) return resolve(out);
-      src.read(out, pos, Math.min(chunk, src.size - pos), pos, (err, n) => {
-        if (err) return reject(err);
-        if (n === 0) return reject(new Error(`short read at ${pos}`));
-        step(pos + n);
-      });
-    };
-    step(0);
-  });
-}
-
-function readAt(src: FileSource, len: number, pos: number): Promise<Buffer> {
-  const b = Buffer.alloc(len);
-  return new Promise((resolve, reject) => src.read(b, 0, len, pos, (e, n) => (e ? reject(e) : resolve(b.subarray(0, n)))));
-}
 
 function ymd(d: Date): [string, string] {
   const p = (n: number): string => String(n).padStart(2, '0');
