@@ -75,6 +75,8 @@ export class ProxyDhcpServer extends EventEmitter {
   private readonly ifaces: () => InterfaceTable;
   private dhcpSock: Socket | null = null;
   private proxySock: Socket | null = null;
+  /** Bound to the server's own address: sends limited broadcasts out of that address's interface. */
+  private bcastSock: Socket | null = null;
   private pending = new Set<NodeJS.Timeout>();
   private ifaceCache: { at: number; table: InterfaceTable } | null = null;
   private defaultAddress = '';
@@ -111,6 +113,16 @@ export class ProxyDhcpServer extends EventEmitter {
     try {
       this.dhcpSock = await this.openSocket('dhcp', bind, this.ports.dhcp);
       if (this.ports.proxy !== null) this.proxySock = await this.openSocket('proxy', bind, this.ports.proxy);
+      const local = this.localAddress();
+      if (bind === '0.0.0.0' && local) {
+        // Linux routes a datagram to 255.255.255.255 from a socket bound to a local address out of that
+        // address's interface, route or no route: the stand-in for dnsmasq's IP_PKTINFO, which Node lacks.
+        try {
+          this.bcastSock = await this.openSocket('dhcp', local, this.dhcpSock.address().port);
+        } catch (e) {
+          this.log.warn({ event: 'broadcast-socket', address: local, err: (e as Error).message }, 'broadcast replies will follow the routing table');
+        }
+      }
     } catch (e) {
       await this.stop();
       throw e;
@@ -131,9 +143,10 @@ export class ProxyDhcpServer extends EventEmitter {
           res();
         }
       });
-    await Promise.all([close(this.dhcpSock), close(this.proxySock)]);
+    await Promise.all([close(this.dhcpSock), close(this.proxySock), close(this.bcastSock)]);
     this.dhcpSock = null;
     this.proxySock = null;
+    this.bcastSock = null;
   }
 
   private openSocket(kind: 'dhcp' | 'proxy', address: string, port: number): Promise<Socket> {
@@ -177,6 +190,16 @@ export class ProxyDhcpServer extends EventEmitter {
       this.ifaceCache = { at: now, table };
     }
     return this.ifaceCache.table;
+  }
+
+  /** The default server address when it is one of this host's own (non-loopback) addresses. */
+  private localAddress(): string | null {
+    for (const list of Object.values(this.table())) {
+      for (const a of list ?? []) {
+        if (a.family === 'IPv4' && !a.internal && a.address === this.defaultAddress) return a.address;
+      }
+    }
+    return null;
   }
 
   private addressFor(hints: string[]): string {
@@ -237,8 +260,9 @@ export class ProxyDhcpServer extends EventEmitter {
         ? replyDestination(req, { server: this.ports.relay, client: this.ports.client })
         : { address: rinfo.address, port: rinfo.port };
     const clientIp = req.ciaddr !== '0.0.0.0' ? req.ciaddr : kind === 'proxy' ? rinfo.address : undefined;
+    const out = dest.address === '255.255.255.255' && this.bcastSock ? this.bcastSock : sock;
     const send = (): void => {
-      sock.send(bytes, dest.port, dest.address, (e) => {
+      out.send(bytes, dest.port, dest.address, (e) => {
         if (e) {
           this.stats.sendErrors++;
           const suppressed = this.rate.allow(`send:${dest.address}`);
