@@ -47,9 +47,13 @@ async function mt(cmd: string, image: string, args: string[], offset = 0): Promi
 }
 
 /** Copies host files (or, with recursive, folders) into `dest` (e.g. '::/dir/'). */
-export async function mcopyIn(image: string, sources: string[], dest: string, opts: { recursive?: boolean; offset?: number } = {}): Promise<void> {
+export async function mcopyIn(
+  image: string, sources: string[], dest: string,
+  opts: { recursive?: boolean; offset?: number; overwrite?: boolean } = {},
+): Promise<void> {
   const args = ['-n', '-m'];
   if (opts.recursive) args.push('-s');
+  if (opts.overwrite) args.push('-o');
   // mcopy takes many sources per call: one process for 2000 files, not 2000 processes.
   for (let i = 0; i < sources.length; i += 500) {
     await mt('mcopy', image, [...args, ...sources.slice(i, i + 500), dest], opts.offset);
