@@ -66,7 +66,8 @@ export class NbdServer {
     this.logger = opts.logger ?? silentLogger;
     this.exports = opts.exports;
     this.secureContext = opts.tls ? tls.createSecureContext({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca }) : null;
-    this.server = net.createServer({ noDelay: true }, (s) => this.accept(s));
+    // A larger write buffer lets a few big READ replies queue without pausing request intake.
+    this.server = net.createServer({ noDelay: true, highWaterMark: 1 << 20 }, (s) => this.accept(s));
     this.server.on('error', (e) => this.logger.error({ err: e }, 'nbd server error'));
   }
 
@@ -169,6 +170,7 @@ class Connection {
   private paused = false;
   private disc = false;
   private finishing = false;
+  private corked: Duplex | null = null;
   private flushOnEnd = false;
   private parsing = false;
   private pending: Buffer[] = [];
@@ -236,13 +238,29 @@ class Connection {
     if (this.stream !== this.socket && !this.stream.destroyed) this.stream.destroy();
   }
 
+  /**
+   * Queues bytes for the client. Replies finishing in the same event-loop turn are coalesced: the stream
+   * is corked at the first and uncorked in the check phase, so they leave in one writev.
+   */
   private send(buf: Buffer): void {
     if (this.closed || this.stream.destroyed) return;
+    if (this.corked !== this.stream) {
+      this.corked?.uncork();
+      this.corked = this.stream;
+      this.stream.cork();
+      setImmediate(this.uncork);
+    }
     if (!this.stream.write(buf)) {
       this.writeBlocked = true;
       this.updateFlow();
     }
   }
+
+  private readonly uncork = (): void => {
+    const s = this.corked;
+    this.corked = null;
+    if (s && !s.destroyed) s.uncork();
+  };
 
   private onDrain(): void {
     this.writeBlocked = false;
