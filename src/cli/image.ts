@@ -1,7 +1,7 @@
 /**
  * `netbootd ls` / `netbootd cat`: look inside disk images without mounting them.
  *
- *   netbootd ls IMAGE                 partitions (number, scheme, type, start, size, FAT label)
+ *   netbootd ls IMAGE                 partitions (number, scheme, type, start, size, file system, label)
  *   netbootd ls IMAGE PART[:/dir]     a FAT directory, `ls -l`-ish (PART 0 or omitted: no partition table)
  *   netbootd cat IMAGE PART:/path     a file to stdout, streamed through a fixed buffer
  *
@@ -9,7 +9,8 @@
  * image answers at once. Failures are one line on stderr (`netbootd: …`) and exit status 1 (main.ts).
  */
 import type { Command } from 'commander';
-import { FileBlockDevice, type BlockDevice } from '../disk/blockdev.js';
+import { FileBlockDevice, readAt, type BlockDevice } from '../disk/blockdev.js';
+import { PROBE_BYTES, probeFilesystem } from '../disk/fsprobe.js';
 import { openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
 import { FatVolume, type FatStat } from '../fat/volume.js';
 import { NetbootError } from '../util/errors.js';
@@ -219,14 +220,26 @@ export function columns(rows: string[][], right: ReadonlySet<number> = new Set()
 
 async function fatInfo(dev: BlockDevice, table: PartitionTable, p: Partition | null, image: string): Promise<{ fs: string; label: string }> {
   if (p?.extended) return { fs: '-', label: '-' };
+  let window: BlockDevice;
   try {
-    const window = openPartition(dev, table, p ? p.number : 0);
+    window = openPartition(dev, table, p ? p.number : 0);
+  } catch {
+    return { fs: '-', label: '-' };
+  }
+  try {
     const vol = await FatVolume.open(window, { name: `${image}:${p ? p.number : 0}` });
     vol.close();
     return { fs: vol.type, label: vol.label === '' ? '-' : vol.label };
   } catch {
-    return { fs: '-', label: '-' };
+    // not FAT: see whether it is something else we can name
   }
+  try {
+    const guess = probeFilesystem(await readAt(window, 0, Math.min(PROBE_BYTES, window.size)));
+    if (guess) return { fs: guess.type, label: guess.label === '' ? '-' : guess.label };
+  } catch {
+    // unreadable: nothing to say
+  }
+  return { fs: '-', label: '-' };
 }
 
 async function formatPartitions(image: string, dev: BlockDevice, table: PartitionTable): Promise<string> {
