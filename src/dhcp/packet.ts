@@ -2,6 +2,8 @@
  * DHCP/BOOTP codec (RFC 951, RFC 2131, RFC 2132, RFC 3396). Pure: bytes in, typed values out, no I/O.
  *
  * - `parseDhcp(buf)` never throws: a short, truncated or lying packet gives `{ ok: false, error: ParseError }`.
+ *   Fields and option values of the result are views into `buf` (no copies on the hot path): copy before
+ *   changing them in place if `buf` must stay intact.
  * - Options are kept in wire order as raw bytes (unknown codes included). A code that appears more than once
  *   (RFC 3396 "long option" split) is concatenated into one value, placed at its first occurrence. Options
  *   carried in `file`/`sname` through option overload (52) are read too, after the `options` field, then
@@ -216,7 +218,7 @@ export function parseDhcp(buf: Buffer): Result<DhcpMessage> {
   }
   const options: DhcpOption[] = order.map((code) => {
     const list = pieces.get(code)!;
-    return { code, data: Buffer.from(list.length === 1 ? list[0]! : Buffer.concat(list)) };
+    return { code, data: list.length === 1 ? list[0]! : Buffer.concat(list) };
   });
 
   return ok({
@@ -231,9 +233,9 @@ export function parseDhcp(buf: Buffer): Result<DhcpMessage> {
     yiaddr: ipAt(buf, 16),
     siaddr: ipAt(buf, 20),
     giaddr: ipAt(buf, 24),
-    chaddr: Buffer.from(buf.subarray(28, 44)),
-    sname: Buffer.from(buf.subarray(44, 108)),
-    file: Buffer.from(buf.subarray(108, 236)),
+    chaddr: buf.subarray(28, 44),
+    sname: buf.subarray(44, 108),
+    file: buf.subarray(108, 236),
     options,
     layout: { fragments: frags, tails: tails as [Buffer, Buffer, Buffer] },
   });

@@ -12,11 +12,16 @@
  * and 0.0.0.0:4011, broadcast enabled.
  *
  * About `interfaceName`: Node has no SO_BINDTODEVICE and no IP_PKTINFO, so a socket bound to 0.0.0.0
- * receives on every interface and cannot tell which one a broadcast arrived on. `interfaceName` therefore
- * only chooses the address announced as boot server (and limits the subnet match for relayed/addressed
- * clients to that interface); it does not stop clients on other interfaces from being answered. To serve
- * one network only, bind `bindAddress` to that interface's address (then only unicast/relayed requests
- * arrive: broadcasts are delivered only to 0.0.0.0-bound sockets) or rely on the policy (per-MAC).
+ * receives on every interface and cannot tell which one a broadcast arrived on. What `interfaceName` does:
+ * - it picks the address announced as boot server (siaddr, 54, 66) when `serverAddress` is not set;
+ * - it picks where limited broadcasts (255.255.255.255) go out: replies are sent from an extra socket bound
+ *   to that address, and Linux sends a limited broadcast from a bound socket out of the address's own
+ *   interface, whatever the routing table says (without it, they follow the default route, or fail with
+ *   ENETUNREACH on a host without one);
+ * - it limits the subnet match for relayed/addressed clients to that interface.
+ * What it cannot do: stop PXE clients on other interfaces from being answered. Their requests arrive on
+ * the 0.0.0.0 socket like any other; the policy (per MAC, Pis on/off) is the filter. Binding `bindAddress`
+ * to one address instead receives only unicast/relayed requests (broadcasts reach only 0.0.0.0 sockets).
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
