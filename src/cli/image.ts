@@ -29,6 +29,7 @@ export function registerImageCommands(program: Command): void {
     .argument('[where]', 'PART[:/dir], e.g. 1 or 1:/overlays')
     .option('--sector-size <bytes>', 'logical sector size: 512 or 4096 (GPT is detected either way)')
     .action(async (image: string, where: string | undefined, opts: { sectorSize?: string }) => {
+      quietOnClosedStdout();
       await withImage(image, opts.sectorSize, async (dev, table) => {
         if (where === undefined) {
           for (const w of table.warnings) process.stderr.write(`netbootd: warning: ${w}\n`);
@@ -54,6 +55,7 @@ export function registerImageCommands(program: Command): void {
     .argument('<where>', 'PART:/path, e.g. 1:/config.txt')
     .option('--sector-size <bytes>', 'logical sector size: 512 or 4096 (GPT is detected either way)')
     .action(async (image: string, where: string, opts: { sectorSize?: string }) => {
+      quietOnClosedStdout();
       const target = parseWhere(where);
       if (target.path.replace(/\/+/g, '/') === '/') throw new CliError(`${where}: give a file path, e.g. ${target.part}:/config.txt`);
       await withImage(image, opts.sectorSize, async (dev, table) => {
@@ -62,10 +64,6 @@ export function registerImageCommands(program: Command): void {
           const st = await vol.stat(target.path);
           if (st.isDirectory) throw new CliError(`${image}:${target.part}:${target.path}: is a directory`);
           const src = await vol.open(target.path);
-          // A reader that goes away (`| head`) is not an error, however late stdout reports it.
-          process.stdout.on('error', (e: Error & { code?: string }) => {
-            if (e.code !== 'EPIPE') process.exitCode = 1;
-          });
           try {
             await streamTo(src, process.stdout);
           } finally {
@@ -76,6 +74,15 @@ export function registerImageCommands(program: Command): void {
         }
       });
     });
+}
+
+/** A reader that goes away (`| head`) is its choice, not an error, however late stdout reports it. */
+function quietOnClosedStdout(): void {
+  process.stdout.on('error', (e: Error & { code?: string }) => {
+    if (e.code === 'EPIPE') return;
+    process.stderr.write(`netbootd: stdout: ${e.message}\n`);
+    process.exitCode = 1;
+  });
 }
 
 /** `1`, `1:/dir`, `0:/x`, `:/x`, `/x` → partition number (0 = whole image) and path. */
