@@ -68,6 +68,9 @@ printf 'Device Tree overlays for the netbootd demo image.\n' >"$work/boot/overla
 printf 'Copyright (c) 2006, Broadcom Corporation. (demo placeholder)\n' >"$work/boot/LICENCE.broadcom"
 printf 'Raspberry Pi reference 2024-11-19 (netbootd demo image)\n' >"$work/boot/issue.txt"
 
+# Fixed timestamps (and mcopy -m to keep them) so that the image and the demo output are reproducible.
+find "$work/boot" "$work/root" -exec touch -d '2024-11-19 12:00:00' {} +
+
 # The FAT file system, built in its own file with mtools, then copied into partition 1.
 fat="$work/boot.fat"
 truncate -s $((boot_mib * MiB)) "$fat"
@@ -75,10 +78,10 @@ mkfs.vfat -F 32 -n bootfs -i 6e657462 "$fat" >/dev/null 2>&1
 export MTOOLS_SKIP_CHECK=1
 mmd -i "$fat" ::/overlays
 for f in config.txt cmdline.txt start4.elf fixup4.dat kernel8.img bcm2711-rpi-4-b.dtb LICENCE.broadcom issue.txt; do
-  mcopy -i "$fat" "$work/boot/$f" "::/$f"
+  mcopy -m -i "$fat" "$work/boot/$f" "::/$f"
 done
 for f in vc4-kms-v3d.dtbo disable-bt.dtbo README; do
-  mcopy -i "$fat" "$work/boot/overlays/$f" "::/overlays/$f"
+  mcopy -m -i "$fat" "$work/boot/overlays/$f" "::/overlays/$f"
 done
 
 rm -f "$out"

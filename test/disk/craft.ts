@@ -82,7 +82,7 @@ export function craftGpt(ss: number, sectors: number, parts: CraftGptEntry[], di
 }
 
 /** A small dos image: primaries 1-2 and an extended 3 holding `logicals` logical partitions of 8 sectors. */
-export function craftDos(logicals: number): Buffer {
+export function craftDos(logicals: number, extType = 0x05): Buffer {
   const sectors = 64 + logicals * 16 + 16;
   const img = Buffer.alloc(sectors * 512);
   const extStart = 48;
@@ -90,12 +90,12 @@ export function craftDos(logicals: number): Buffer {
   writeMbrSector(img, 0, [
     { type: 0x0c, startLba: 16, sectors: 16, bootable: true },
     { type: 0x83, startLba: 32, sectors: 16 },
-    { type: 0x05, startLba: extStart, sectors: extSize },
+    { type: extType, startLba: extStart, sectors: extSize },
   ], 0xdeadbeef);
   for (let i = 0; i < logicals; i++) {
     const ebr = extStart + i * 16;
     const entries: CraftMbrEntry[] = [{ type: 0x83, startLba: 2, sectors: 8 }];
-    if (i + 1 < logicals) entries.push({ type: 0x05, startLba: (i + 1) * 16, sectors: 16 });
+    if (i + 1 < logicals) entries.push({ type: extType, startLba: (i + 1) * 16, sectors: 16 });
     writeMbrSector(img, ebr * 512, entries);
   }
   return img;

@@ -359,6 +359,12 @@ test('crafted dos with 100 logical partitions numbers them 5…104', async () =>
   assert.equal(tab.partitions[2]!.extended, true);
   assert.equal(tab.partitions[4]!.start, (48 + 16 + 2) * 512);
   assert.equal(tab.diskId, 'deadbeef');
+  for (const ext of [0x0f, 0x85]) {
+    const t2 = await readPartitionTable(new MemoryBlockDevice(craftDos(2, ext)));
+    assert.deepEqual(t2.partitions.map((p) => [p.number, p.type, p.typeName]), [
+      [1, '0c', 'W95 FAT32 (LBA)'], [2, '83', 'Linux'], [3, ext.toString(16).padStart(2, '0'), 'Extended'], [5, '83', 'Linux'], [6, '83', 'Linux'],
+    ]);
+  }
 });
 
 test('dos: partition past the end of a truncated image is a CorruptError naming it', async (t) => {
