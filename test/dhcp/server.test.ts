@@ -83,6 +83,19 @@ test('REQUEST on 4011 gets a DHCPACK with the boot file, unicast to its source p
   void client;
 });
 
+test('a relayed DISCOVER (giaddr set) is answered to the relay agent port', async (t) => {
+  const relay = createSocket({ type: 'udp4' });
+  await new Promise<void>((r) => relay.bind(0, '127.0.0.1', () => r()));
+  t.after(() => relay.close());
+  const { client, dhcp } = await setup(t, { ports: { dhcp: 0, proxy: 0, client: 9, relay: relay.address().port } });
+  const wait = waitFor(relay, 1000, (r) => r.msg.xid === 0x5005);
+  await send(client, buildRequest(PERSONAS.uefi, 0x5005, { giaddr: '127.0.0.1' }), dhcp);
+  const r = await wait;
+  assert.ok(r, 'the offer went to giaddr:relay port');
+  assert.equal(r.msg.giaddr, '127.0.0.1');
+  assert.equal(r.msg.flags, 0x8000, 'broadcast flag, so the relay broadcasts it to the addressless client');
+});
+
 test('reply delay holds the offer back', async (t) => {
   const { client, dhcp } = await setup(t, { replyDelayMs: 250 });
   const t0 = performance.now();

@@ -14,6 +14,9 @@
  * and merges it with the address offer (EDK2 PxeBcDhcp4.c "The offer with zero yiaddr is a proxy offer"). So
  * netbootd runs here with a 300 ms reply delay (dnsmasq's dhcp-reply-delay) to let the router's offer reach
  * udhcpc first; this models the PXE client's choice, it is not a property of our reply.
+ *
+ * The server namespace has no default route on purpose: replies to 255.255.255.255 must still leave
+ * (netbootd sends them from a socket bound to its own address; see src/dhcp/server.ts).
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,7 +24,7 @@ import { readFileSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { NetLab, type NetHost } from '../helpers/netns.js';
-import { REPO_ROOT, haveTools, tempDir } from '../helpers/tools.js';
+import { IN_CI, REPO_ROOT, haveTools, tempDir } from '../helpers/tools.js';
 import { PERSONAS } from '../dhcp/client.js';
 
 const PI_43 = Buffer.concat([Buffer.from('0601030a04005058450914000011', 'hex'), Buffer.from('Raspberry Pi Boot'), Buffer.from([0xff])]).toString('hex');
@@ -84,6 +87,7 @@ const NODE_TSX = (script: string): [string, string[]] => [process.execPath, ['--
 test('proxy DHCP in network namespaces: dnsmasq leases, netbootd boots', { timeout: 120_000 }, async (t: TestContext) => {
   if (!haveTools(t, 'ip', 'dnsmasq', 'busybox')) return;
   if (!NetLab.available()) {
+    if (IN_CI) throw new Error('CI must run this as root: it creates network namespaces');
     t.skip('needs root to create network namespaces');
     return;
   }
