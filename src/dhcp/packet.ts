@@ -329,8 +329,14 @@ export function serializeDhcp(msg: DhcpMessage, opts: { minLength?: number } = {
   }
   const minLength = opts.minLength ?? MIN_REPLY_LEN;
   const out = Buffer.alloc(Math.max(minLength, DHCP_HEADER_LEN + optLen));
-  // A fresh layout never overloads: sname/file are written as the plain fields.
+  // A fresh layout never overloads: sname/file are written as the plain fields, except that fields which
+  // held overloaded options are cleared (their bytes are options, not names).
   writeHeader(out, msg);
+  const overload = getOption(msg, Opt.Overload);
+  if (overload && overload.length === 1) {
+    if (overload[0]! & 1) out.fill(0, 108, 236);
+    if (overload[0]! & 2) out.fill(0, 44, 108);
+  }
   let p = DHCP_HEADER_LEN;
   for (const o of msg.options) {
     if (o.code === Opt.Pad || o.code === Opt.End || o.code === Opt.Overload) continue;

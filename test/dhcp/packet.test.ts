@@ -126,6 +126,12 @@ test('option overload (52): options in file and sname are read, in order, and ro
   assert.equal(getOptionString(msg, 67), 'boot.efi');
   assert.equal(getOptionString(msg, 66), '10.0.0.1');
   assert.deepEqual(serializeDhcp(msg), raw);
+  // Changed: laid out fresh, all options in the options field, the overloaded fields cleared.
+  msg.options = msg.options.filter((o) => o.code !== 66);
+  const fresh = parseOk(serializeDhcp(msg));
+  assert.deepEqual(fresh.options.map((o) => o.code), [53, 67]);
+  assert.equal(getOptionString(fresh, 67), 'boot.efi');
+  assert.ok(fresh.file.every((b) => b === 0) && fresh.sname.every((b) => b === 0));
 });
 
 test('a changed message is laid out fresh, without overload, padded to 300 bytes', () => {
