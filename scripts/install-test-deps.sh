@@ -11,7 +11,7 @@ PACKAGES=(
   # TFTP peers: clients and reference servers
   atftp atftpd tftp-hpa curl busybox
   # NBD peers
-  libnbd-bin qemu-utils fio nbdkit nbd-server nbd-client
+  libnbd-bin qemu-utils fio nbdkit nbd-server nbd-client openssl
   # DHCP tests: namespaces and a real DHCP server/client
   iproute2 dnsmasq-base udhcpc
 )
