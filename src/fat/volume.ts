@@ -45,6 +45,9 @@ export const MAX_PATH_DEPTH = 64;
 const MAX_PATH_LENGTH = 4096;
 const DIR_CACHE_ENTRIES = 256;
 const CHAIN_CACHE_ENTRIES = 256;
+/** Read-ahead window per open file, used for sequential requests of at most READAHEAD_MAX_REQUEST. */
+export const READAHEAD_BYTES = 256 * 1024;
+const READAHEAD_MAX_REQUEST = 64 * 1024;
 
 interface Directory {
   entries: DirEntry[];
@@ -76,6 +79,13 @@ function fold(name: string): string {
 /** A file's bytes as extents in device coordinates; reads binary-search them. */
 class FatFileSource implements FileSource {
   private closed = false;
+  /** Read-ahead window (allocated on the first small sequential read) and the file range it holds. */
+  private ra: Buffer | undefined;
+  private raStart = -1;
+  private raEnd = -1;
+  private filling = false;
+  /** End of the previous request: a request starting there is sequential. */
+  private lastEnd = 0;
   /** fileStart[i]: file offset where extent i begins; devStart[i]: device offset of that byte. */
   private readonly fileStart: Float64Array;
   private readonly devStart: Float64Array;
@@ -125,6 +135,37 @@ class FatFileSource implements FileSource {
     }
     const total = Math.max(0, Math.min(length, this.size - position));
     if (total === 0) return process.nextTick(cb, null, 0);
+
+    // Small sequential reads (TFTP blocks, 64 KiB loops) are served from a read-ahead window, so that a
+    // stream of them costs one device read per window instead of one thread-pool trip each.
+    const ra = this.ra;
+    if (ra !== undefined && position >= this.raStart && position + total <= this.raEnd) {
+      ra.copy(buf, bufOffset, position - this.raStart, position - this.raStart + total);
+      this.lastEnd = position + total;
+      return process.nextTick(cb, null, total);
+    }
+    const sequential = position === this.lastEnd;
+    this.lastEnd = position + total;
+    if (sequential && total <= READAHEAD_MAX_REQUEST && !this.filling && this.size - position > total) {
+      const window = this.ra ?? (this.ra = Buffer.allocUnsafe(READAHEAD_BYTES));
+      const len = Math.min(READAHEAD_BYTES, this.size - position);
+      this.raStart = this.raEnd = -1; // invalid while the fill writes into it
+      this.filling = true;
+      this.direct(window, 0, len, position, (e) => {
+        this.filling = false;
+        if (e) return cb(e, 0);
+        this.raStart = position;
+        this.raEnd = position + len;
+        window.copy(buf, bufOffset, 0, total);
+        cb(null, total);
+      });
+      return;
+    }
+    this.direct(buf, bufOffset, total, position, cb);
+  }
+
+  /** Reads `total` bytes (inside the file) with one device read per extent piece. */
+  private direct(buf: Buffer, bufOffset: number, total: number, position: number, cb: ReadCallback): void {
     let idx = this.find(position);
     let done = 0;
     const step = (e: Error | null): void => {
@@ -143,6 +184,7 @@ class FatFileSource implements FileSource {
 
   close(): void {
     this.closed = true;
+    this.ra = undefined;
   }
 }
 
