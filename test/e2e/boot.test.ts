@@ -1,0 +1,151 @@
+/**
+ * End to end (issue 7): a QEMU PC with real firmware network-boots a Debian kernel whose root is an ext4
+ * partition reached over NBD, in network namespaces: a router namespace gives the address (dnsmasq, no boot
+ * options), a server namespace gives everything else. The same scenarios run against two boot stacks:
+ *   - reference: dnsmasq proxy DHCP + TFTP from a directory, nbd-server (validates image, initramfs,
+ *     harness; the "vs" half of `npm run bench:boot`)
+ *   - netbootd: `netbootd serve` alone (skipped until src/daemon.ts exists)
+ * The VM checks a marker on its root, writes /boot-result, and (boot 1) rewrites pxelinux.cfg/default on the
+ * FAT partition over NBD; the test reads the results out of the image with debugfs and mtools, no mounts.
+ */
+import { describe, test, after, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { copyImage, daemonAvailable, DAEMON_MISSING, appendLine, type Artifacts } from './artifacts.js';
+import { readExt4File, readFatFile, parseBootResult, readCowClients, type ParsedResult } from './image.js';
+import { createTopology, startStack, STACK_TITLES, EXPORT_NAME, tailOf, type StackName, type Topology, type BootStack } from './stacks.js';
+import { addTap, bootVm, formatBoot, type BootReport, type Firmware } from './vm.js';
+import { BOOT_TIMEOUT_MS, e2eReady, sharedArtifacts, report } from './setup.js';
+
+const STACKS: StackName[] = ['reference', 'netbootd'];
+
+function checkResult(r: ParsedResult | null, want: { mac: string; marker: string; started: number }, label: string): ParsedResult {
+  assert.ok(r, `${label}: /boot-result missing from the root partition`);
+  assert.equal(r.mac, want.mac, `${label}: written by another client`);
+  assert.equal(r.marker, want.marker, `${label}: marker`);
+  assert.match(r.cmdline, /nbdroot=198\.18\.0\.2\/e2e\b/, `${label}: kernel command line`);
+  assert.match(r.address, /^198\.18\.0\.1\d\d\/24$/, `${label}: address must come from the router's range`);
+  const when = Date.parse(r.date);
+  assert.ok(Number.isFinite(when) && Math.abs(when - want.started) < 30 * 60_000, `${label}: date ${r.date} is not this boot's`);
+  return r;
+}
+
+function assertBooted(r: BootReport, label: string, stack: BootStack): void {
+  assert.ok(r.ok, `${label}: ${r.error}\n--- console ---\n${r.tail}\n--- ${stack.logs[0]} ---\n${stack.logs.map((l) => tailOf(l)).join('\n')}`);
+}
+
+for (const stackName of STACKS) {
+  const skip = stackName === 'netbootd' && !daemonAvailable() ? DAEMON_MISSING : false;
+
+  describe(`e2e PC boots through the ${STACK_TITLES[stackName]}`, { skip }, () => {
+    const work = mkdtempSync(join(tmpdir(), `netbootd-e2e-${stackName}-`));
+    let topo: Topology | undefined;
+    let taps = 0;
+    after(async () => {
+      await topo?.destroy();
+      rmSync(work, { recursive: true, force: true });
+    });
+
+    async function setup(name: string): Promise<{ art: Artifacts; topo: Topology; dir: string }> {
+      const art = await sharedArtifacts();
+      topo ??= await createTopology(`e2e${stackName === 'reference' ? 'r' : 'n'}`, work);
+      const dir = join(work, name);
+      mkdirSync(dir, { recursive: true });
+      return { art, topo, dir };
+    }
+
+    async function boot(t: TestContext, topo: Topology, firmware: Firmware, mac: string, label: string, dir: string): Promise<BootReport> {
+      const tap = await addTap(topo.lab, `tap${taps++}`);
+      const r = await bootVm({ lab: topo.lab, tap, firmware, mac, timeoutMs: BOOT_TIMEOUT_MS, serialLog: join(dir, `${label.replace(/\W+/g, '-')}.console.log`) });
+      report(t, formatBoot(`${stackName} ${label}`, r));
+      return r;
+    }
+
+    test(`BIOS (SeaBIOS + iPXE, e1000): PXE, TFTP from the FAT, NBD root, write-back${stackName === 'netbootd' ? ', second boot sees the rewritten pxelinux.cfg' : ''}`,
+      { timeout: 3 * BOOT_TIMEOUT_MS + 120_000 }, async (t) => {
+        if (!e2eReady(t)) return;
+        const { art, topo, dir } = await setup('bios');
+        const image = await copyImage(art, join(dir, 'disk.img'));
+        const mac = '52:54:00:e2:0b:01';
+        const stack = await startStack(stackName, { topo, image, hosts: [{ mac, firmware: 'bios' }], workDir: dir });
+        t.after(() => stack.stop());
+
+        const started = Date.now();
+        const r1 = await boot(t, topo, 'bios', mac, 'BIOS boot 1', dir);
+        assertBooted(r1, 'BIOS boot 1', stack);
+        const res1 = checkResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'BIOS boot 1');
+        assert.match(res1.cmdline, /\be2e\.rewrite=1\b/);
+        // The client changed its boot configuration on the FAT partition, over NBD.
+        const cfg = (await readFatFile(image, 1, 'pxelinux.cfg/default'))?.toString() ?? '';
+        assert.match(appendLine(cfg), /\be2e\.second=1\b/, 'pxelinux.cfg/default was not rewritten through NBD');
+
+        if (stackName === 'reference') {
+          // The reference TFTP root is a copy of the FAT: it still serves the old file (the seeds' stale boot
+          // partition bug, which netbootd's second boot below must not have).
+          const stale = readFileSync(join(dir, 'reference/tftp/pxelinux.cfg/default'), 'utf8');
+          assert.match(appendLine(stale), /\be2e\.rewrite=1\b/);
+          report(t, 'reference: its TFTP directory still holds the old pxelinux.cfg/default (stale boot partition), as expected');
+          return;
+        }
+        // Boot 2, same daemon, no restart: TFTP must serve the bytes the client wrote over NBD.
+        const r2 = await boot(t, topo, 'bios', mac, 'BIOS boot 2', dir);
+        assertBooted(r2, 'BIOS boot 2', stack);
+        const res2 = checkResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'BIOS boot 2');
+        assert.match(res2.cmdline, /\be2e\.second=1\b/, `boot 2 came up with the stale command line: ${res2.cmdline}`);
+        assert.doesNotMatch(res2.cmdline, /\be2e\.rewrite=1\b/);
+        const log = (await readExt4File(image, 2, '/boot-log', dir)) ?? '';
+        assert.equal(log.match(/^cmdline:/gm)?.length, 2, 'two boots logged on the root');
+      });
+
+    test('UEFI (OVMF, virtio-net without option ROM, EDK2 PXE): syslinux.efi + ldlinux.e64, same kernel and NBD root',
+      { timeout: BOOT_TIMEOUT_MS + 120_000 }, async (t) => {
+        if (!e2eReady(t)) return;
+        const { art, topo, dir } = await setup('uefi');
+        const image = await copyImage(art, join(dir, 'disk.img'));
+        const mac = '52:54:00:e2:0e:01';
+        const stack = await startStack(stackName, { topo, image, hosts: [{ mac, firmware: 'uefi' }], workDir: dir });
+        t.after(() => stack.stop());
+        const started = Date.now();
+        const r = await boot(t, topo, 'uefi', mac, 'UEFI boot', dir);
+        assertBooted(r, 'UEFI boot', stack);
+        checkResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'UEFI boot');
+        const cfg = (await readFatFile(image, 1, 'pxelinux.cfg/default'))?.toString() ?? '';
+        assert.match(appendLine(cfg), /\be2e\.second=1\b/);
+      });
+
+    test('two VMs on one copy-on-write base image boot at once; each sees only its own writes',
+      { timeout: 2 * BOOT_TIMEOUT_MS + 120_000, skip: stackName === 'reference' ? 'netbootd only (copy-on-write per client is netbootd\'s)' : false },
+      async (t) => {
+        if (!e2eReady(t)) return;
+        const { art, topo, dir } = await setup('cow');
+        const image = await copyImage(art, join(dir, 'base.img'));
+        const macs = ['52:54:00:e2:c0:01', '52:54:00:e2:c0:02'];
+        const stack = await startStack(stackName, { topo, image, mode: 'cow', hosts: macs.map((mac) => ({ mac, firmware: 'bios' as const })), workDir: dir });
+        t.after(() => stack.stop());
+        const started = Date.now();
+        const reports = await Promise.all(macs.map((mac, i) => boot(t, topo, 'bios', mac, `cow VM ${i + 1}`, dir)));
+        reports.forEach((r, i) => assertBooted(r, `cow VM ${i + 1}`, stack));
+        // The base is untouched...
+        assert.equal(await readExt4File(image, 2, '/boot-result', dir), null, 'a client wrote into the shared base image');
+        assert.match(appendLine((await readFatFile(image, 1, 'pxelinux.cfg/default'))?.toString() ?? ''), /\be2e\.rewrite=1\b/);
+        // ...and each overlay holds exactly its own client's boot.
+        const views = await readCowClients(image, stack.stateDir!, EXPORT_NAME, 2, '/boot-log', dir);
+        assert.equal(views.size, 2, `overlays: ${[...views.keys()].join(', ')}`);
+        const seen = new Set<string>();
+        for (const [client, text] of views) {
+          assert.ok(text, `overlay of ${client} has no /boot-log`);
+          assert.equal(text.match(/^cmdline:/gm)?.length, 1, `overlay of ${client} holds another client's boot`);
+          const r = checkResult(parseBootResult(text), { mac: parseBootResult(text).mac, marker: art.marker, started }, client);
+          assert.ok(macs.includes(r.mac), `overlay of ${client}: unknown MAC ${r.mac}`);
+          seen.add(r.mac);
+        }
+        assert.equal(seen.size, 2, 'both clients wrote, each to its own overlay');
+      });
+  });
+}
+
+function parseBootResultOrNull(text: string | null): ParsedResult | null {
+  return text === null ? null : parseBootResult(text);
+}

@@ -1,0 +1,285 @@
+/**
+ * The network the e2e VMs boot on, and the two interchangeable boot-service stacks:
+ *
+ *   switch ns: bridge br0 + the VMs' taps (QEMU runs here)
+ *   router ns: 198.18.0.1, dnsmasq as the only address-giving DHCP server (no boot options at all)
+ *   server ns: 198.18.0.2, the boot services:
+ *     'reference' — dnsmasq in proxy-DHCP mode with its TFTP server on a directory holding the files of the
+ *                   image's FAT partition (extracted with mtools), plus nbd-server exporting the image file
+ *     'netbootd'  — `netbootd serve --config FILE` alone (proxy DHCP, TFTP from the FAT inside the image, NBD)
+ *
+ * Everything lives in namespaces named with the pid (test/helpers/netns.ts), removed by `destroy()`;
+ * processes are stopped by pid.
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { NetLab, type NetHost } from '../helpers/netns.js';
+import { E2E_ROOT, daemonAvailable, DAEMON_MISSING } from './artifacts.js';
+import { extractFat } from './image.js';
+import type { Firmware } from './vm.js';
+
+export type StackName = 'reference' | 'netbootd';
+
+export const ROUTER_ADDRESS = '198.18.0.1';
+export const SERVER_ADDRESS = '198.18.0.2';
+export const PREFIX = 24;
+export const EXPORT_NAME = 'e2e';
+
+export const STACK_TITLES: Record<StackName, string> = {
+  reference: 'reference stack (dnsmasq proxy DHCP + TFTP from a directory, nbd-server)',
+  netbootd: 'netbootd serve (proxy DHCP, TFTP from the FAT inside the image, NBD)',
+};
+
+export interface Topology {
+  lab: NetLab;
+  router: NetHost;
+  server: NetHost;
+  routerLog: string;
+  destroy(): Promise<void>;
+}
+
+/** Bridge + router (dnsmasq handing out 198.18.0.100-199, nothing else) + an empty server namespace. */
+export async function createTopology(tag: string, workDir: string): Promise<Topology> {
+  const lab = await NetLab.create(tag);
+  try {
+    const router = await lab.addHost('router', { address: `${ROUTER_ADDRESS}/${PREFIX}` });
+    const server = await lab.addHost('server', { address: `${SERVER_ADDRESS}/${PREFIX}` });
+    const routerLog = join(workDir, 'router-dnsmasq.log');
+    const p = lab.start(router, 'dnsmasq', [
+      '--keep-in-foreground', '--no-daemon', '--conf-file=/dev/null', '--port=0', '--user=root',
+      '--interface=eth0', '--bind-interfaces', '--dhcp-authoritative', '--no-ping', '--log-dhcp',
+      '--dhcp-range=198.18.0.100,198.18.0.199,255.255.255.0,1h',
+      `--dhcp-leasefile=${join(workDir, 'router.leases')}`,
+    ]);
+    pipeToFile(p, routerLog);
+    await waitListening(lab, router, [['udp', 67]], 15_000);
+    return { lab, router, server, routerLog, destroy: () => lab.destroy() };
+  } catch (e) {
+    await lab.destroy();
+    throw e;
+  }
+}
+
+export interface StackHost {
+  mac: string;
+  firmware: Firmware;
+}
+
+export interface StackOptions {
+  topo: Topology;
+  /** Disk image served (for `cow`, the shared base). */
+  image: string;
+  exportName?: string;
+  /** netbootd image mode (the reference stack always exports the file read-write). */
+  mode?: 'readwrite' | 'cow';
+  hosts: StackHost[];
+  workDir: string;
+  /** How to run netbootd: TypeScript source through tsx (tests) or the built dist/ (benchmarks). */
+  daemon?: 'tsx' | 'dist';
+  /** Raspberry Pis (serial → image name) for the Pi scenario; images by name. */
+  pis?: Record<string, string>;
+  images?: Record<string, { path: string; mode?: 'readwrite' | 'readonly' | 'cow'; export?: string }>;
+}
+
+export interface BootStack {
+  name: StackName;
+  /** netbootd's state folder (copy-on-write overlays). */
+  stateDir?: string;
+  /** Log files of the servers, for failure messages. */
+  logs: string[];
+  stop(): Promise<void>;
+}
+
+type Proc = ReturnType<NetLab['start']>;
+
+function pipeToFile(p: Proc, file: string): void {
+  const chunks: string[] = [];
+  const flush = (): void => {
+    try {
+      writeFileSync(file, chunks.join(''));
+    } catch {
+      /* scratch gone */
+    }
+  };
+  p.stdout?.on('data', (c: Buffer) => chunks.push(c.toString()));
+  p.stderr?.on('data', (c: Buffer) => chunks.push(c.toString()));
+  p.once('exit', flush);
+  const t = setInterval(flush, 2000);
+  t.unref();
+  p.once('exit', () => clearInterval(t));
+}
+
+/** Waits until the namespace has sockets listening on every (proto, port) (ss), or throws. */
+export async function waitListening(lab: NetLab, host: NetHost, ports: [('udp' | 'tcp'), number][], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await lab.exec(host, 'ss', ['-H', '-lnut'], { allowFail: true });
+    const lines = r.stdout.toString().split('\n');
+    const missing = ports.filter(([proto, port]) =>
+      !lines.some((l) => l.startsWith(proto) && new RegExp(`[:*]${port}\\s`).test(l)));
+    if (missing.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`${host.ns}: nothing listening on ${missing.map(([p, n]) => `${p}/${n}`).join(', ')}`);
+    await new Promise((r2) => setTimeout(r2, 200));
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(d));
+    } catch {
+      /* exited */
+    }
+  }
+  return out;
+}
+
+function killPid(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* gone */
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** nbd-server daemonizes (its -d mode serves a single connection): stop it and its per-client children by pid. */
+async function stopDaemonByPidFile(pidFile: string): Promise<void> {
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  if (!Number.isInteger(pid) || pid <= 1) return;
+  const kids = childrenOf(pid);
+  killPid(pid, 'SIGTERM');
+  for (const k of kids) killPid(k, 'SIGTERM');
+  const deadline = Date.now() + 3000;
+  while ((alive(pid) || kids.some(alive)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  killPid(pid, 'SIGKILL');
+  for (const k of kids) killPid(k, 'SIGKILL');
+}
+
+async function startReference(o: StackOptions): Promise<BootStack> {
+  const { lab, server } = o.topo;
+  const exportName = o.exportName ?? EXPORT_NAME;
+  const dir = join(o.workDir, 'reference');
+  const tftpRoot = join(dir, 'tftp');
+  mkdirSync(tftpRoot, { recursive: true });
+  await extractFat(o.image, 1, tftpRoot);
+  const dnsmasqLog = join(dir, 'dnsmasq-proxy.log');
+  const dnsmasq = lab.start(server, 'dnsmasq', [
+    '--keep-in-foreground', '--no-daemon', '--conf-file=/dev/null', '--port=0', '--user=root',
+    '--interface=eth0', '--bind-interfaces', '--log-dhcp',
+    `--dhcp-range=${SERVER_ADDRESS},proxy,255.255.255.0`,
+    `--dhcp-leasefile=${join(dir, 'proxy.leases')}`,
+    '--pxe-service=x86PC,netboot,pxelinux',
+    '--pxe-service=x86-64_EFI,netboot,syslinux.efi',
+    '--enable-tftp', `--tftp-root=${tftpRoot}`,
+  ]);
+  pipeToFile(dnsmasq, dnsmasqLog);
+  const nbdConf = join(dir, 'nbd-server.conf');
+  const nbdPid = join(dir, 'nbd-server.pid');
+  writeFileSync(nbdConf, `[generic]\nport = 10809\nallowlist = true\n[${exportName}]\nexportname = ${o.image}\n`);
+  try {
+    await lab.exec(server, 'nbd-server', ['-C', nbdConf, '-p', nbdPid]);
+    await waitListening(lab, server, [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]], 15_000);
+  } catch (e) {
+    await dnsmasq.stop();
+    await stopDaemonByPidFile(nbdPid);
+    throw e;
+  }
+  return {
+    name: 'reference',
+    logs: [dnsmasqLog],
+    async stop() {
+      await dnsmasq.stop();
+      await stopDaemonByPidFile(nbdPid);
+    },
+  };
+}
+
+/** The YAML netbootd is started with (also checked against the config schema by a fast test). */
+export function netbootdConfig(o: Omit<StackOptions, 'topo'>, stateDir: string): string {
+  const exportName = o.exportName ?? EXPORT_NAME;
+  const images: Record<string, unknown> = {
+    [exportName]: { path: o.image, mode: o.mode ?? 'readwrite', export: exportName },
+  };
+  for (const [name, img] of Object.entries(o.images ?? {})) images[name] = { ...img };
+  const hosts: Record<string, unknown> = {};
+  for (const h of o.hosts) {
+    hosts[h.mac] = { name: `e2e-${h.firmware}-${h.mac.slice(-2)}`, image: exportName, bootFile: { bios: 'pxelinux.0', uefi: 'syslinux.efi' } };
+  }
+  const pis: Record<string, unknown> = {};
+  for (const [serial, image] of Object.entries(o.pis ?? {})) pis[serial] = { image };
+  const cfg = {
+    server: { address: SERVER_ADDRESS, stateDir },
+    dhcp: { enabled: true },
+    tftp: { enabled: true, port: 69 },
+    nbd: { enabled: true, port: 10809 },
+    status: { enabled: false },
+    images,
+    ...(Object.keys(pis).length ? { pis } : {}),
+    ...(Object.keys(hosts).length ? { hosts } : {}),
+    logging: { level: 'info', pretty: false },
+  };
+  // Keys that YAML could read as numbers (serials like 12345678) are quoted by the stringifier.
+  return `# netbootd e2e config (generated by test/e2e/stacks.ts)\n${stringify(cfg, { defaultKeyType: 'PLAIN', defaultStringType: 'QUOTE_DOUBLE' })}`;
+}
+
+async function startNetbootd(o: StackOptions): Promise<BootStack> {
+  if (!daemonAvailable()) throw new Error(DAEMON_MISSING);
+  const { lab, server } = o.topo;
+  const dir = join(o.workDir, 'netbootd');
+  const stateDir = join(dir, 'state');
+  mkdirSync(stateDir, { recursive: true });
+  const configFile = join(dir, 'netbootd.yaml');
+  writeFileSync(configFile, netbootdConfig(o, stateDir));
+  const entry = (o.daemon ?? 'tsx') === 'dist'
+    ? [join(E2E_ROOT, 'dist/src/cli/main.js')]
+    : ['--import', 'tsx', join(E2E_ROOT, 'src/cli/main.ts')];
+  const log = join(dir, 'netbootd.log');
+  const proc = lab.start(server, process.execPath, [...entry, 'serve', '--config', configFile], { cwd: E2E_ROOT });
+  pipeToFile(proc, log);
+  try {
+    await Promise.race([
+      waitListening(lab, server, [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]], 30_000),
+      new Promise((_, reject) => proc.once('exit', (c) => reject(new Error(`netbootd serve exited ${c}; see ${log}`)))),
+    ]);
+  } catch (e) {
+    await proc.stop();
+    throw e;
+  }
+  return {
+    name: 'netbootd',
+    stateDir,
+    logs: [log],
+    async stop() {
+      await proc.stop();
+    },
+  };
+}
+
+/** Starts the chosen boot stack in the topology's server namespace, ready to serve when it resolves. */
+export function startStack(name: StackName, o: StackOptions): Promise<BootStack> {
+  return name === 'reference' ? startReference(o) : startNetbootd(o);
+}
+
+/** The last lines of a log file (for assertion messages). */
+export function tailOf(file: string, n = 30): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-n).join('\n');
+  } catch {
+    return `(no ${file})`;
+  }
+}
