@@ -20,6 +20,7 @@ import { CorruptError, IoError, NotFoundError, NetbootError } from '../util/erro
 import type { FileSource, ReadCallback } from '../util/source.js';
 import { BOOT_SECTOR_MIN, parseBootSector, type Bpb, type FatType } from './bpb.js';
 import { ATTR_DIRECTORY, MAX_DIR_BYTES, parseDirectory, type DirEntry } from './dir.js';
+import { BoundedLru } from './lru.js';
 import { FatTable, type Extent } from './table.js';
 
 export type { Extent } from './table.js';
@@ -45,6 +46,9 @@ export const MAX_PATH_DEPTH = 64;
 const MAX_PATH_LENGTH = 4096;
 const DIR_CACHE_ENTRIES = 256;
 const CHAIN_CACHE_ENTRIES = 256;
+/** About 200 bytes per parsed entry: at most ~40 MiB of directories, whatever the image claims. */
+const DIR_CACHE_TOTAL_ENTRIES = 200_000;
+const CHAIN_CACHE_TOTAL_EXTENTS = 500_000;
 /** Read-ahead window per open file, used for sequential requests of at most READAHEAD_MAX_REQUEST. */
 export const READAHEAD_BYTES = 256 * 1024;
 const READAHEAD_MAX_REQUEST = 64 * 1024;
@@ -193,9 +197,11 @@ export class FatVolume {
   readonly label: string;
   readonly name: string;
   private readonly table: FatTable;
-  private readonly dirs = new Map<number, Directory>();
+  /** Parsed directories by first cluster, bounded by count and by total entries. */
+  private readonly dirs = new BoundedLru<number, Directory>(DIR_CACHE_ENTRIES, DIR_CACHE_TOTAL_ENTRIES, (d) => d.entries.length + 1);
   private readonly dirsPending = new Map<number, Promise<Directory>>();
-  private readonly chains = new Map<string, Extent[]>();
+  /** Recent chains by (first cluster, limit), bounded by count and by total extents. */
+  private readonly chains = new BoundedLru<string, Extent[]>(CHAIN_CACHE_ENTRIES, CHAIN_CACHE_TOTAL_EXTENTS, (e) => e.length + 1);
   private generation = 0;
   private unsubscribe: (() => void) | undefined;
 
@@ -260,43 +266,32 @@ export class FatVolume {
     this.chains.clear();
   }
 
-  private remember<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
-    map.set(key, value);
-    if (map.size > max) map.delete(map.keys().next().value as K);
-  }
-
   /** A file's or directory's chain as extents, cached by (first cluster, limit). */
   private async chainOf(first: number, limit: number, onLonger: 'stop' | 'error', what: string): Promise<{ extents: Extent[]; clusters: number }> {
     const key = `${first}:${limit}:${onLonger}`;
     const hit = this.chains.get(key);
     if (hit) {
-      this.chains.delete(key);
-      this.chains.set(key, hit);
       let clusters = 0;
       for (const e of hit) clusters += e.count;
       return { extents: hit, clusters };
     }
     const gen = this.generation;
     const res = await this.table.chain(first, { limit, onLonger, what });
-    if (gen === this.generation) this.remember(this.chains, key, res.extents, CHAIN_CACHE_ENTRIES);
+    if (gen === this.generation) this.chains.set(key, res.extents);
     return res;
   }
 
   /** Reads and parses a directory (ROOT or its first cluster), cached. */
   private directory(first: number, path = '/'): Promise<Directory> {
     const hit = this.dirs.get(first);
-    if (hit) {
-      this.dirs.delete(first);
-      this.dirs.set(first, hit);
-      return Promise.resolve(hit);
-    }
+    if (hit) return Promise.resolve(hit);
     const inflight = this.dirsPending.get(first);
     if (inflight) return inflight;
     const gen = this.generation;
     const p = this.loadDirectory(first, path).then(
       (d) => {
         if (this.dirsPending.get(first) === p) this.dirsPending.delete(first);
-        if (gen === this.generation) this.remember(this.dirs, first, d, DIR_CACHE_ENTRIES);
+        if (gen === this.generation) this.dirs.set(first, d);
         return d;
       },
       (e: unknown) => {
