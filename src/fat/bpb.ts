@@ -82,7 +82,7 @@ export function parseBootSector(buf: Buffer, deviceSize?: number): Result<Bpb> {
   }
   if (buf[510] !== 0x55 || buf[511] !== 0xaa) return bad('signature', 'is not 55 AA at offset 510');
   const jump = buf[0]!;
-  if (jump !== 0xeb && jump !== 0xe9 && jump !== 0xe8) return bad('jump instruction', `0x${jump.toString(16)} is not EB/E9`);
+  if (jump !== 0xeb && jump !== 0xe9) return bad('jump instruction', `0x${jump.toString(16)} is not EB/E9`);
 
   const bytesPerSector = buf.readUInt16LE(11);
   if (!isPow2(bytesPerSector) || bytesPerSector < 512 || bytesPerSector > 4096) {
@@ -103,11 +103,9 @@ export function parseBootSector(buf: Buffer, deviceSize?: number): Result<Bpb> {
   const fat16Size = buf.readUInt16LE(22);
   const hiddenSectors = buf.readUInt32LE(28);
   const total32 = buf.readUInt32LE(32);
+  // As Linux does: the 16-bit count wins when it is set (some formatters fill both).
   const totalSectors = total16 !== 0 ? total16 : total32;
   if (totalSectors === 0) return bad('total sectors', 'is 0');
-  if (total16 !== 0 && total32 !== 0 && total16 !== total32) {
-    return bad('total sectors', `16-bit (${total16}) and 32-bit (${total32}) values disagree`);
-  }
   const fat32Size = buf.readUInt32LE(36);
   const fatSectors = fat16Size !== 0 ? fat16Size : fat32Size;
   if (fatSectors === 0) return bad('sectors per FAT', 'is 0');

@@ -12,7 +12,7 @@ import { FileBlockDevice } from '../../src/disk/blockdev.js';
 import { FatVolume, type FatStat } from '../../src/fat/volume.js';
 import { haveTools, tempDir } from '../helpers/tools.js';
 import { readAll, readAt } from './read.js';
-import { FAT_TOOLS, mcopyOut, mcopyTree, mdirAll, mkfsVfat, populate, prng, type MkfsOptions } from '../helpers/fatimg.js';
+import { FAT_TOOLS, attributeLetters, mattribAll, mcopyOut, mcopyTree, mdirAll, mkfsVfat, populate, prng, type MkfsOptions } from '../helpers/fatimg.js';
 
 interface Case extends MkfsOptions {
   many?: number;
@@ -89,6 +89,17 @@ describe('FAT reader equals mtools', () => {
       }
       assert.ok(entries > 25, `${entries} entries`);
       if (c.many) assert.equal(ours.get('/many')!.length, c.many);
+
+      // Attributes: as mattrib reports them, for every file and directory.
+      const attrs = await mattribAll(img);
+      assert.equal(attrs.get('/hidden.sys'), 'AHRS');
+      assert.equal(attrs.get('/overlays/README'), '');
+      let checked = 0;
+      for (const [path, letters] of attrs) {
+        assert.equal(attributeLetters((await vol.stat(path)).attributes), letters, `attributes of ${path}`);
+        checked++;
+      }
+      assert.ok(checked > 25);
 
       // Bytes: everything mcopy extracts, read back through FileSource with several read sizes.
       const out = join(dir, 'out');

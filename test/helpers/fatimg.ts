@@ -11,7 +11,7 @@ import { run } from './tools.js';
 export const MTOOLS_ENV: NodeJS.ProcessEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1', LC_ALL: 'C.UTF-8', TZ: 'UTC' };
 
 /** The tools these helpers need (pass to `haveTools`). */
-export const FAT_TOOLS = ['mkfs.vfat', 'mcopy', 'mmd', 'mdel', 'mdir'];
+export const FAT_TOOLS = ['mkfs.vfat', 'mcopy', 'mmd', 'mdel', 'mdir', 'mattrib'];
 
 export interface MkfsOptions {
   fat: 12 | 16 | 32;
@@ -77,6 +77,36 @@ export async function mcopyOut(image: string, path: string, offset = 0): Promise
 export async function mcopyTree(image: string, hostDir: string, offset = 0): Promise<void> {
   mkdirSync(hostDir, { recursive: true });
   await mt('mcopy', image, ['-s', '-n', '-m', '::/', `${hostDir}/`], offset);
+}
+
+/** Sets or clears attributes, e.g. mattrib(img, ['+h', '+s', '-a'], ['/x']). */
+export async function mattrib(image: string, flags: string[], paths: string[], offset = 0): Promise<void> {
+  await mt('mattrib', image, [...flags, ...paths.map((p) => `::${p}`)], offset);
+}
+
+/**
+ * Attributes of every file and directory as `mattrib -/ -X` prints them: path → letters among
+ * 'A' (archive), 'S' (system), 'H' (hidden), 'R' (read-only), 'D' (directory).
+ */
+export async function mattribAll(image: string, offset = 0): Promise<Map<string, string>> {
+  const out = (await mt('mattrib', image, ['-/', '-X', '::/'], offset)).toString('utf8');
+  const map = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const m = /^([ADSHR]*) ::(.*)$/.exec(line);
+    if (m && m[2] !== '/') map.set(m[2]!, [...m[1]!].sort().join(''));
+  }
+  return map;
+}
+
+/** The same letters for an attribute byte. */
+export function attributeLetters(attr: number): string {
+  let s = '';
+  if (attr & 0x20) s += 'A';
+  if (attr & 0x10) s += 'D';
+  if (attr & 0x02) s += 'H';
+  if (attr & 0x01) s += 'R';
+  if (attr & 0x04) s += 'S';
+  return s;
 }
 
 export interface MdirEntry {
@@ -219,9 +249,12 @@ export async function populate(image: string, work: string, o: PopulateOptions):
   put(src, 'nested/readme', Buffer.from('no extension\n'));
   put(src, 'overlays/vc4-kms-v3d.dtbo', randomBytes(rand, 2500));
   put(src, 'overlays/README', Buffer.from('overlays\n'));
+  put(src, 'hidden.sys', Buffer.from('hidden, system, read-only\n'));
   await mcopyIn(image, ['start4.elf', 'UPPER.TXT', 'MiXeD.TxT', 'Ünïcødé ファイル.txt',
-    'a rather long file name that is far beyond eight dot three.binary', 'empty', 'config.txt', 'nested', 'overlays']
+    'a rather long file name that is far beyond eight dot three.binary', 'empty', 'config.txt', 'nested', 'overlays', 'hidden.sys']
     .map((n) => join(src, n)), '::/', { recursive: true, offset: o.offset });
+  await mattrib(image, ['+h', '+s', '+r'], ['/hidden.sys'], o.offset);
+  await mattrib(image, ['-a'], ['/overlays/README'], o.offset);
 
   // Fragmentation: small files, delete every other one, then one big file fills the holes.
   const frag = join(work, 'frag');
