@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { NbdServer, type NbdLimits } from '../../src/nbd/server.js';
 import { StaticExportProvider, type StaticExport } from '../../src/nbd/exports.js';
 import * as P from '../../src/nbd/packet.js';
-import { tempDir } from '../helpers/tools.js';
+import { haveTools, run, tempDir } from '../helpers/tools.js';
 import { RawNbd } from './client.js';
 
 const SIZE = 1 << 20;
@@ -383,4 +383,79 @@ test('server close: in-flight requests finish, writes are flushed, connections e
   assert.equal(readFileSync(rw).subarray(0, 5).toString(), 'final');
   const again = await RawNbd.connect(port).then(() => true, () => false);
   assert.equal(again, false);
+});
+
+test('STARTTLS: refused without TLS config; with it, TLS-only exports need TLS, then work over node:tls', async (t) => {
+  if (!haveTools(t, 'openssl')) return;
+  const dir = tempDir(t);
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', '/CN=127.0.0.1'], { cwd: dir });
+  const data = randomBytes(65536);
+  writeFileSync(join(dir, 'img'), data);
+  const exportsCfg: StaticExport[] = [
+    { name: 'open', path: join(dir, 'img'), mode: 'readonly' },
+    { name: 'sec', path: join(dir, 'img'), mode: 'readonly', tlsRequired: true },
+  ];
+  const p1 = new StaticExportProvider(exportsCfg);
+  const plain = new NbdServer({ exports: p1 });
+  const port1 = (await plain.listen(0, '127.0.0.1')).port;
+  const p2 = new StaticExportProvider(exportsCfg);
+  const secure = new NbdServer({ exports: p2, tls: { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) } });
+  const port2 = (await secure.listen(0, '127.0.0.1')).port;
+  t.after(async () => {
+    await plain.close();
+    await secure.close();
+    await p1.close();
+    await p2.close();
+  });
+
+  const a = await RawNbd.connect(port1);
+  await a.handshake();
+  assert.equal((await a.option(P.OPT_STARTTLS))[0]!.type, P.REP_ERR_POLICY);
+  await a.go('open'); // negotiation went on
+  a.destroy();
+
+  const b = await RawNbd.connect(port2);
+  await b.handshake();
+  const names = (rs: Awaited<ReturnType<RawNbd['option']>>): string[] =>
+    rs.filter((r) => r.type === P.REP_SERVER).map((r) => r.data.subarray(4, 4 + r.data.readUInt32BE(0)).toString());
+  assert.deepEqual(names(await b.option(P.OPT_LIST)), ['open']);
+  assert.equal((await b.option(P.OPT_INFO, RawNbd.infoData('sec')))[0]!.type, P.REP_ERR_TLS_REQD);
+  await assert.rejects(b.go('sec'), (e: { type?: number }) => e.type === P.REP_ERR_TLS_REQD);
+  await b.startTls();
+  assert.equal((await b.option(P.OPT_STARTTLS))[0]!.type, P.REP_ERR_INVALID);
+  assert.deepEqual(names(await b.option(P.OPT_LIST)), ['open', 'sec']);
+  await b.go('sec');
+  b.request(P.CMD_READ, 0, 1n, 100, 1000);
+  assert.deepEqual((await b.simpleReply(1000)).data, data.subarray(100, 1100));
+  b.request(P.CMD_DISC, 0, 2n, 0, 0);
+  await b.waitEnd();
+
+  // EXPORT_NAME of a TLS-only export without TLS cannot return an error: the session is ended.
+  const c = await RawNbd.connect(port2);
+  await c.handshake();
+  c.sendOption(P.OPT_EXPORT_NAME, Buffer.from('sec'));
+  assert.equal((await c.waitEnd()).length, 0);
+});
+
+test('backpressure: a client that does not read its replies does not make the server buffer them all', async (t) => {
+  const { port } = await setup(t, [], { maxInflightBytes: 1 << 20, maxInflightRequests: 64 });
+  const { c } = await connectGo(port, 'ro');
+  c.socket.pause(); // read nothing for now
+  const N = 3000; // 3000 × 64 KiB = 187.5 MiB of replies
+  const before = process.memoryUsage().arrayBuffers;
+  const reqs: Buffer[] = [];
+  for (let i = 0; i < N; i++) reqs.push(P.buildRequest(P.CMD_READ, 0, BigInt(i), (i % 16) * 65536, 65536));
+  c.socket.write(Buffer.concat(reqs));
+  await new Promise((r) => setTimeout(r, 800));
+  const grown = process.memoryUsage().arrayBuffers - before;
+  assert.ok(grown < 48 << 20, `server buffered ${(grown / 1048576).toFixed(1)} MiB`);
+  c.socket.resume();
+  let got = 0;
+  for (let i = 0; i < N; i++) {
+    const r = await c.simpleReply(65536);
+    assert.equal(r.error, 0);
+    got++;
+  }
+  assert.equal(got, N);
+  c.destroy();
 });
