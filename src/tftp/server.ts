@@ -39,6 +39,12 @@ export interface TftpLimits {
   retries: number;
   /** Retransmission timeout when the client asks for none. Default 1000 ms. */
   defaultTimeoutMs: number;
+  /**
+   * Without a negotiated timeout, each retransmission doubles the wait up to this (reset on progress).
+   * Some clients (atftp) never re-ACK on a duplicate DATA and only re-ACK when their own timer fires,
+   * which a server retransmitting faster than that timer would keep resetting forever. Default 8000 ms.
+   */
+  maxBackoffMs: number;
   /** Bytes read ahead of the window. Default 64 KiB. */
   readAheadBytes: number;
 }
@@ -52,6 +58,7 @@ export const DEFAULT_LIMITS: TftpLimits = {
   idleTimeoutMs: 30_000,
   retries: 5,
   defaultTimeoutMs: 1000,
+  maxBackoffMs: 8000,
   readAheadBytes: 64 * 1024,
 };
 
@@ -104,6 +111,8 @@ interface Negotiated {
   blksize: number;
   windowsize: number;
   timeoutMs: number;
+  /** The client asked for this timeout (RFC 2349): use it exactly, no backoff. */
+  timeoutNegotiated: boolean;
   oack: { name: string; value: string }[];
 }
 
@@ -114,7 +123,7 @@ export function negotiate(
   size: number,
   limits: TftpLimits,
 ): Negotiated {
-  const res: Negotiated = { blksize: 512, windowsize: 1, timeoutMs: limits.defaultTimeoutMs, oack: [] };
+  const res: Negotiated = { blksize: 512, windowsize: 1, timeoutMs: limits.defaultTimeoutMs, timeoutNegotiated: false, oack: [] };
   const intOf = (v: string): number => (/^\s*\d{1,10}\s*$/.test(v) ? Number.parseInt(v, 10) : NaN);
   let windowReq = 0;
   for (const o of options) {
@@ -129,6 +138,7 @@ export function negotiate(
       case 'timeout':
         if (n >= 1 && n <= 255) {
           res.timeoutMs = n * 1000;
+          res.timeoutNegotiated = true;
           res.oack.push({ name: o.name, value: String(n) });
         }
         break;
@@ -402,6 +412,9 @@ class Session {
   private readonly started = Date.now();
   private timer: NodeJS.Timeout | null = null;
   private readonly timeoutMs: number;
+  private readonly backoff: boolean;
+  /** Current retransmission wait (backs off on timeouts without progress). */
+  private rto: number;
   private doneResolve: (() => void) | null = null;
   private readonly done: Promise<void>;
   private readonly optionKey: string;
@@ -419,6 +432,8 @@ class Session {
     this.blksize = nego.blksize;
     this.window = nego.windowsize;
     this.timeoutMs = nego.timeoutMs;
+    this.rto = nego.timeoutMs;
+    this.backoff = !nego.timeoutNegotiated;
     this.reader = req.mode === 'netascii' ? new NetasciiReader(source) : new OctetReader(source);
     // Read ahead by bytes, but in at most MAX_BATCH buffers (one scatter read; IOV_MAX is 1024).
     const ahead = Math.max(this.window, Math.min(MAX_BATCH, Math.ceil(server.limits.readAheadBytes / this.blksize)));
@@ -446,7 +461,7 @@ class Session {
     sock.on('error', (e) => this.fail('error', `socket: ${e.message}`));
     sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     sock.bind({ address: localAddress, port: 0 });
-    this.timer = setTimeout(() => this.onTimeout(), this.timeoutMs);
+    this.timer = setTimeout(this.onTimeoutBound, this.timeoutMs);
     this.fillRing();
     if (this.state === State.Oack) this.sendRaw(this.oackBuf!);
     else this.pump();
@@ -483,6 +498,7 @@ class Session {
       if (block !== 0) return;
       this.state = State.Data;
       this.tries = 0;
+      if (this.rto !== this.timeoutMs) this.rearm(this.timeoutMs);
       this.pump();
       return;
     }
@@ -493,6 +509,7 @@ class Session {
     if (acked >= this.next) return; // not sent yet (stale from a previous rollover lap, or garbage)
     this.base = acked + 1;
     this.tries = 0;
+    if (this.rto !== this.timeoutMs) this.rearm(this.timeoutMs);
     if (this.lastIndex >= 0 && acked >= this.lastIndex) {
       this.finish('complete');
       return;
@@ -552,6 +569,15 @@ class Session {
     });
   }
 
+  private readonly onTimeoutBound = (): void => this.onTimeout();
+
+  /** A new wait for the retransmission timer (backoff, or back to the base after progress). */
+  private rearm(ms: number): void {
+    this.rto = ms;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(this.onTimeoutBound, ms);
+  }
+
   private onTimeout(): void {
     if (this.state === State.Done) return;
     const now = Date.now();
@@ -564,15 +590,14 @@ class Session {
       return;
     }
     this.retransmits++;
+    const wait = this.backoff ? Math.min(this.rto * 2, Math.max(this.timeoutMs, this.server.limits.maxBackoffMs)) : this.rto;
     if (this.state === State.Oack) {
       this.sendRaw(this.oackBuf!);
-      this.timer!.refresh();
-      return;
+    } else {
+      this.next = this.base;
+      this.pump();
     }
-    this.next = this.base;
-    this.pump();
-    // Nothing was sendable (a read is pending): wait another period.
-    this.timer!.refresh();
+    this.rearm(wait);
   }
 
   private fail(outcome: TransferOutcome, detail: string): void {

@@ -127,6 +127,7 @@ export async function download(port: number, file: string, opts: DownloadOptions
     let expected = 1; // absolute next block number
     let inWindow = 0;
     let blocks = 0;
+    let gapAcked = false;
     c.send(rrq, port, address);
     for (;;) {
       if (Date.now() > deadline) throw new Error(`download ${file}: deadline passed at block ${expected}`);
@@ -157,13 +158,15 @@ export async function download(port: number, file: string, opts: DownloadOptions
       if (p.op !== OP_DATA) continue;
       if (serverPort < 0) serverPort = r.port;
       if (p.block !== (expected & 0xffff)) {
-        // Duplicate or out of order: ACK the last block received in order (once per burst).
-        if (((p.block - expected) & 0xffff) < 0x8000) {
-          c.send(buildAck((expected - 1) & 0xffff), serverPort, address);
-          inWindow = 0;
-        }
+        // A duplicate of an old block: ACK the last in-order block again (RFC 1350; the server ignores
+        // duplicate ACKs). A gap (blocks ahead lost, windowed): ACK the last in-order block once per gap.
+        const ahead = ((p.block - expected) & 0xffff) < 0x8000;
+        if (!ahead || !gapAcked) c.send(buildAck((expected - 1) & 0xffff), serverPort, address);
+        if (ahead) gapAcked = true;
+        inWindow = 0;
         continue;
       }
+      gapAcked = false;
       chunks.push(Buffer.from(p.data));
       blocks++;
       expected++;
