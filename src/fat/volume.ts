@@ -51,6 +51,7 @@ const DIR_CACHE_TOTAL_ENTRIES = 200_000;
 const CHAIN_CACHE_TOTAL_EXTENTS = 500_000;
 /** Read-ahead window per open file, used for sequential requests of at most READAHEAD_MAX_REQUEST. */
 export const READAHEAD_BYTES = 256 * 1024;
+const READAHEAD_MAX_BYTES = 1024 * 1024;
 const READAHEAD_MAX_REQUEST = 64 * 1024;
 
 interface Directory {
@@ -151,8 +152,11 @@ class FatFileSource implements FileSource {
     const sequential = position === this.lastEnd;
     this.lastEnd = position + total;
     if (sequential && total <= READAHEAD_MAX_REQUEST && !this.filling && this.size - position > total) {
-      const window = this.ra ?? (this.ra = Buffer.allocUnsafe(READAHEAD_BYTES));
-      const len = Math.min(READAHEAD_BYTES, this.size - position);
+      // The window is at least 16 requests long: 256 KiB for TFTP-sized blocks, 1 MiB for 64 KiB reads.
+      const want = Math.min(READAHEAD_MAX_BYTES, Math.max(READAHEAD_BYTES, 16 * total));
+      if (this.ra === undefined || this.ra.length < want) this.ra = Buffer.allocUnsafe(want);
+      const window = this.ra;
+      const len = Math.min(window.length, this.size - position);
       this.raStart = this.raEnd = -1; // invalid while the fill writes into it
       this.filling = true;
       this.direct(window, 0, len, position, (e) => {
