@@ -13,7 +13,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /tmp /run /newroot /bootpart
 
-say() { echo "E2E: $*"; }
+say() { read -r up _ </proc/uptime; echo "E2E: [$up] $*"; }
 finish() {
   sync
   say "POWEROFF $1"
@@ -35,9 +35,11 @@ echo 1 >/proc/sys/kernel/printk 2>/dev/null
 while read -r path opts; do
   [ -n "$path" ] || continue
   insmod "$path" $opts 2>/tmp/insmod.err || {
-    grep -q 'File exists' /tmp/insmod.err || say "insmod $path failed: $(cat /tmp/insmod.err)"
+    # File exists: built in or loaded; No such device: e.g. crc32c-intel without SSE4.2 under TCG.
+    grep -q -e 'File exists' -e 'No such device' /tmp/insmod.err || say "insmod $path failed: $(cat /tmp/insmod.err)"
   }
 done </etc/e2e-modules
+say "MODULES loaded"
 
 NBDROOT=""; ROOTDEV=/dev/nbd0p2; REWRITE=""; BOOTPART=/dev/nbd0p1
 for arg in $(cat /proc/cmdline); do
@@ -79,6 +81,8 @@ PORT=10809
 case "$HOSTPORT" in *:*) PORT=${HOSTPORT#*:} ;; esac
 say "NBD connect $HOST port $PORT export $EXPORT"
 nbd-client -N "$EXPORT" "$HOST" "$PORT" /dev/nbd0 -b 512 >/tmp/nbd.log 2>&1 || fail "nbd-client: $(cat /tmp/nbd.log)"
+# Connected through netlink, the kernel scans the partition table at the device's first open.
+dd if=/dev/nbd0 of=/dev/null bs=512 count=1 2>/dev/null
 i=0
 while [ ! -b "$ROOTDEV" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b "$ROOTDEV" ] || { blockdev --rereadpt /dev/nbd0 2>/dev/null; sleep 1; }

@@ -45,7 +45,8 @@ for (const stackName of STACKS) {
     let taps = 0;
     after(async () => {
       await topo?.destroy();
-      rmSync(work, { recursive: true, force: true });
+      if (process.env.E2E_KEEP) console.log(`[e2e] kept ${work} (E2E_KEEP)`);
+      else rmSync(work, { recursive: true, force: true });
     });
 
     async function setup(name: string): Promise<{ art: Artifacts; topo: Topology; dir: string }> {

@@ -29,6 +29,8 @@ export interface VmOptions {
 export interface BootPhases {
   /** First byte on the serial console (firmware alive). */
   firstOutput?: number;
+  /** The boot loader's banner (PXELINUX / SYSLINUX): DHCP done, first TFTP file loaded and running. */
+  loader?: number;
   /** "Linux version": the kernel and initrd arrived over TFTP and the kernel started. */
   kernel?: number;
   /** `E2E: INIT`: the initramfs runs. */
@@ -103,8 +105,9 @@ export function bootVm(o: VmOptions): Promise<BootReport> {
     const line = raw.replace(ESCAPES, '');
     lines.push(line);
     if (lines.length > 60) lines.shift();
+    if (phases.loader === undefined && /(PXE|SYS)LINUX \d/.test(line)) phases.loader = since();
     if (phases.kernel === undefined && /Linux version \d/.test(line)) phases.kernel = since();
-    const m = /E2E: (.*)$/.exec(line);
+    const m = /E2E: (?:\[[\d.]+\] )?(.*)$/.exec(line);
     if (!m) return;
     const text = m[1]!.trim();
     markers.push(text);
@@ -157,6 +160,6 @@ export function bootVm(o: VmOptions): Promise<BootReport> {
 export function formatBoot(label: string, r: BootReport): string {
   const s = (ms?: number): string => (ms === undefined ? '-' : (ms / 1000).toFixed(1));
   return `${label}: ${r.ok ? 'booted' : 'FAILED'} in ${s(r.wallMs)} s ` +
-    `(kernel started at ${s(r.phases.kernel)} s, initramfs ${s(r.phases.init)} s, NBD root ${s(r.phases.nbd)} s, done ${s(r.phases.done)} s)` +
+    `(loader at ${s(r.phases.loader)} s, kernel ${s(r.phases.kernel)} s, initramfs ${s(r.phases.init)} s, NBD root ${s(r.phases.nbd)} s, done ${s(r.phases.done)} s)` +
     (r.error ? ` — ${r.error}` : '');
 }
