@@ -13,7 +13,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileBlockDevice } from '../src/disk/blockdev.js';
@@ -74,10 +74,46 @@ function median(xs: number[]): number {
 
 const mibps = (secs: number): number => FILE_SIZE / MiB / secs;
 
-async function scenario(dir: string, name: string, clusterSectors: number, source: string, sourceHash: string): Promise<void> {
+/** Points FAT32's FSInfo next-free hint at cluster 2, so that mtools fills freed holes first. */
+function resetNextFreeHint(img: string): void {
+  const fd = openSync(img, 'r+');
+  try {
+    const boot = Buffer.alloc(512);
+    readSync(fd, boot, 0, 512, 0);
+    const two = Buffer.alloc(4);
+    two.writeUInt32LE(2);
+    writeSync(fd, two, 0, 4, boot.readUInt16LE(48) * boot.readUInt16LE(11) + 492);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Fragments the free space: 2048 files of 32 KiB, every other one deleted, so the first half of the
+ * big file lands in 1024 holes of 32 KiB.
+ */
+async function fragment(dir: string, img: string): Promise<void> {
+  const fill = join(dir, 'fill');
+  mkdirSync(fill, { recursive: true });
+  const names: string[] = [];
+  const chunk = Buffer.alloc(32 * 1024, 0x5a);
+  for (let i = 0; i < 2048; i++) {
+    const p = join(fill, `F${i}.BIN`);
+    writeFileSync(p, chunk);
+    names.push(p);
+  }
+  for (let i = 0; i < names.length; i += 512) await sh('mcopy', ['-i', img, ...names.slice(i, i + 512), '::/']);
+  const del = names.filter((_, i) => i % 2 === 0).map((p) => `::/${p.slice(fill.length + 1)}`);
+  for (let i = 0; i < del.length; i += 512) await sh('mdel', ['-i', img, ...del.slice(i, i + 512)]);
+  resetNextFreeHint(img);
+  rmSync(fill, { recursive: true, force: true });
+}
+
+async function scenario(dir: string, name: string, clusterSectors: number, source: string, sourceHash: string, fragmented = false): Promise<void> {
   const img = join(dir, `${name}.img`);
   rmSync(img, { force: true });
   await sh('mkfs.vfat', ['-C', '-F', '32', '-S', '512', '-s', String(clusterSectors), '-n', 'BENCH', img, String(300 * 1024)]);
+  if (fragmented) await fragment(dir, img);
   await sh('mcopy', ['-i', img, source, '::/BIG.BIN']);
   readFileSync(img); // warm the page cache for both readers
 
@@ -131,6 +167,7 @@ async function main(): Promise<void> {
     console.log(`bench:fat — reading a 64 MiB file from a FAT32 image (${dir}), node ${process.version}`);
     await scenario(dir, 'fat32-4k', 8, source, sourceHash);
     await scenario(dir, 'fat32-512', 1, source, sourceHash);
+    await scenario(dir, 'fat32-4k-fragmented', 8, source, sourceHash, true);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -52,6 +52,8 @@ const CHAIN_CACHE_TOTAL_EXTENTS = 500_000;
 /** Read-ahead window per open file, used for sequential requests of at most READAHEAD_MAX_REQUEST. */
 export const READAHEAD_BYTES = 256 * 1024;
 const READAHEAD_MAX_BYTES = 1024 * 1024;
+/** Device reads in flight for one request over a fragmented range (the thread pool has 4 threads). */
+const PIECES_IN_FLIGHT = 8;
 const READAHEAD_MAX_REQUEST = 64 * 1024;
 
 interface Directory {
@@ -172,22 +174,50 @@ class FatFileSource implements FileSource {
     this.direct(buf, bufOffset, total, position, cb);
   }
 
-  /** Reads `total` bytes (inside the file) with one device read per extent piece. */
+  /**
+   * Reads `total` bytes (inside the file) with one device read per extent piece. The pieces of a
+   * fragmented range go to disjoint parts of `buf`, so up to PIECES_IN_FLIGHT of them run at once.
+   */
   private direct(buf: Buffer, bufOffset: number, total: number, position: number, cb: ReadCallback): void {
     let idx = this.find(position);
-    let done = 0;
-    const step = (e: Error | null): void => {
-      if (e) return cb(e, 0);
-      if (done >= total) return cb(null, total);
-      const pos = position + done;
-      while (pos >= this.fileStart[idx]! + this.extLen[idx]!) idx++;
-      const within = pos - this.fileStart[idx]!;
-      const n = Math.min(total - done, this.extLen[idx]! - within);
-      const at = bufOffset + done;
-      done += n;
-      this.dev.read(buf, at, n, this.devStart[idx]! + within, step);
+    const within0 = position - this.fileStart[idx]!;
+    const first = Math.min(total, this.extLen[idx]! - within0);
+    if (first === total) {
+      // The common case: one extent piece.
+      this.dev.read(buf, bufOffset, total, this.devStart[idx]! + within0, (e) => (e ? cb(e, 0) : cb(null, total)));
+      return;
+    }
+    let issued = 0; // bytes handed to the device so far
+    let inflight = 0;
+    let failed = false;
+    let finished = false;
+    const pump = (): void => {
+      while (!failed && inflight < PIECES_IN_FLIGHT && issued < total) {
+        const pos = position + issued;
+        while (pos >= this.fileStart[idx]! + this.extLen[idx]!) idx++;
+        const within = pos - this.fileStart[idx]!;
+        const n = Math.min(total - issued, this.extLen[idx]! - within);
+        const at = bufOffset + issued;
+        issued += n;
+        inflight++;
+        this.dev.read(buf, at, n, this.devStart[idx]! + within, done);
+      }
+      if (!finished && inflight === 0 && (failed || issued >= total)) {
+        finished = true;
+        if (!failed) cb(null, total);
+      }
     };
-    step(null);
+    const done = (e: Error | null): void => {
+      inflight--;
+      if (e && !failed) {
+        failed = true;
+        finished = true;
+        cb(e, 0);
+        return;
+      }
+      pump();
+    };
+    pump();
   }
 
   close(): void {
