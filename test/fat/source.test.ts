@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { MemoryBlockDevice, type BlockDevice } from '../../src/disk/blockdev.js';
 import { FatVolume, READAHEAD_BYTES } from '../../src/fat/volume.js';
 import type { FileSource } from '../../src/util/source.js';
+import { IoError } from '../../src/util/errors.js';
 import { haveTools, which } from '../helpers/tools.js';
 import { FAT_TOOLS, mcopyOut, mkfsVfat, populate } from '../helpers/fatimg.js';
 import { readAt } from './read.js';
@@ -37,6 +38,19 @@ class CountingDevice extends MemoryBlockDevice {
   reads = 0;
   override read(buf: Buffer, offset: number, length: number, position: number, cb: (err: Error | null) => void): void {
     this.reads++;
+    super.read(buf, offset, length, position, cb);
+  }
+}
+
+/** Fails the `failAt`-th read (1-based) with an IoError EIO. */
+class FailingDevice extends MemoryBlockDevice {
+  reads = 0;
+  failAt = 0;
+  override read(buf: Buffer, offset: number, length: number, position: number, cb: (err: Error | null) => void): void {
+    if (++this.reads === this.failAt) {
+      process.nextTick(cb, new IoError('EIO', 'injected failure'));
+      return;
+    }
     super.read(buf, offset, length, position, cb);
   }
 }
@@ -106,6 +120,26 @@ describe('FatFileSource reads', () => {
       }),
       { numRuns: 200 },
     );
+  });
+
+  it('a device error in one piece of a fragmented read is reported once, and only it', async (t) => {
+    if (!haveTools(t, ...FAT_TOOLS)) return;
+    const dev = new FailingDevice(Buffer.from(image!), true);
+    const { src } = await source(dev);
+    for (const failAt of [1, 3, 7]) {
+      dev.reads = 0;
+      dev.failAt = failAt;
+      const buf = Buffer.alloc(src.size);
+      const calls: (Error | null)[] = [];
+      await new Promise<void>((resolve) => {
+        src.read(buf, 0, src.size, 0, (e) => {
+          calls.push(e);
+          setTimeout(resolve, 20); // give stray completions time to (wrongly) call back again
+        });
+      });
+      assert.equal(calls.length, 1);
+      assert.equal((calls[0] as { code?: string } | null)?.code, 'EIO');
+    }
   });
 
   it('bad arguments are IoError EINVAL; a 0-byte file reads 0', async (t) => {
