@@ -4,12 +4,16 @@
  *
  * Speed: a file's cluster chain is walked once, at open, into extents (runs of contiguous clusters); a
  * read binary-searches them and issues one device read per extent piece straight into the caller's
- * buffer. The FAT (in chunks), parsed directories and recent chains are cached, each bounded.
+ * buffer (the pieces of a fragmented range run concurrently, a few at a time). Small sequential reads
+ * (TFTP blocks, 64 KiB loops) are served from a per-file read-ahead window of 256 KiB..1 MiB, so a
+ * stream of them costs one device read per window. The FAT (in chunks), parsed directories and recent
+ * chains are cached, each bounded by count and size.
  *
  * Coherence: the volume listens to the device's `written` events. A write that touches the FAT drops the
  * cached FAT; any write inside the volume drops the cached directories and chains (coarse, but writes to a
- * boot partition are rare). A `FileSource` opened before a write keeps its extents; one opened after sees
- * the new state. The boot sector is read once: a write that changes the geometry needs a new volume.
+ * boot partition are rare). A `FileSource` opened before a write keeps its extents (and may serve bytes
+ * from its read-ahead window); one opened after sees the new state. The boot sector (geometry, label) is
+ * read once, at open: a write that changes it needs a new volume.
  *
  * Corruption never loops or crashes: chains are bounded and checked for cycles (see table.ts), a chain
  * shorter than the file's size is a `CorruptError` at open, a chain longer is cut at the file size (as
@@ -62,7 +66,7 @@ interface Directory {
   byName: Map<string, DirEntry>;
 }
 
-/** Where the root directory lives: the fixed area (FAT12/16) or a cluster chain (FAT32). */
+/** Cache key of the root directory (the fixed area on FAT12/16, the root cluster chain on FAT32). */
 const ROOT = 0;
 
 function toStat(e: DirEntry): FatStat {
