@@ -250,8 +250,11 @@ export async function populate(image: string, work: string, o: PopulateOptions):
   put(src, 'overlays/vc4-kms-v3d.dtbo', randomBytes(rand, 2500));
   put(src, 'overlays/README', Buffer.from('overlays\n'));
   put(src, 'hidden.sys', Buffer.from('hidden, system, read-only\n'));
+  put(src, 'name.with.many.dots.tar.gz', randomBytes(rand, 77));
+  put(src, ' leading space', Buffer.from('a name that starts with a space\n'));
   await mcopyIn(image, ['start4.elf', 'UPPER.TXT', 'MiXeD.TxT', 'Ünïcødé ファイル.txt',
-    'a rather long file name that is far beyond eight dot three.binary', 'empty', 'config.txt', 'nested', 'overlays', 'hidden.sys']
+    'a rather long file name that is far beyond eight dot three.binary', 'empty', 'config.txt', 'nested', 'overlays', 'hidden.sys',
+    'name.with.many.dots.tar.gz', ' leading space']
     .map((n) => join(src, n)), '::/', { recursive: true, offset: o.offset });
   await mattrib(image, ['+h', '+s', '+r'], ['/hidden.sys'], o.offset);
   await mattrib(image, ['-a'], ['/overlays/README'], o.offset);
