@@ -40,6 +40,11 @@ export class RawClient {
     this.sock.send(buf, port, address);
   }
 
+  /** Sends and resolves once the datagram has left (before closing the socket). */
+  sendFlush(buf: Buffer, port: number, address = '127.0.0.1'): Promise<void> {
+    return new Promise((resolve) => this.sock.send(buf, port, address, () => resolve()));
+  }
+
   /** The next datagram, or rejects after `timeoutMs`. */
   recv(timeoutMs = 3000): Promise<Received> {
     const q = this.queue.shift();
@@ -172,7 +177,8 @@ export async function download(port: number, file: string, opts: DownloadOptions
       expected++;
       inWindow++;
       const last = p.data.length < blksize;
-      if (last || inWindow >= windowsize) {
+      if (last) await c.sendFlush(buildAck(p.block), serverPort, address);
+      else if (inWindow >= windowsize) {
         c.send(buildAck(p.block), serverPort, address);
         inWindow = 0;
       }
