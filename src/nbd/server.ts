@@ -16,6 +16,7 @@ import type { Logger } from '../util/log.js';
 import { silentLogger, RateLimiter } from '../util/log.js';
 import type { BlockDevice } from '../disk/blockdev.js';
 import * as P from './packet.js';
+import { BufferPool } from './bufpool.js';
 import { type ExportProvider, type NbdClient, type OpenExport, isRefusal, normalizeAddress } from './exports.js';
 
 export interface NbdLimits {
@@ -57,6 +58,7 @@ export class NbdServer {
   readonly exports: ExportProvider;
   readonly secureContext: tls.SecureContext | null;
   readonly rate = new RateLimiter(10_000);
+  readonly pool = new BufferPool();
   private readonly server: net.Server;
   private readonly conns = new Set<Connection>();
   shuttingDown = false;
@@ -130,6 +132,8 @@ interface Req {
   offset: number;
   length: number;
   payload: Buffer | null;
+  /** The payload came from the pool (gathered), not a view of a socket chunk. */
+  pooled: boolean;
   cost: number;
 }
 
@@ -242,7 +246,7 @@ class Connection {
    * Queues bytes for the client. Replies finishing in the same event-loop turn are coalesced: the stream
    * is corked at the first and uncorked in the check phase, so they leave in one writev.
    */
-  private send(buf: Buffer): void {
+  private send(buf: Buffer, recycle = false): void {
     if (this.closed || this.stream.destroyed) return;
     if (this.corked !== this.stream) {
       this.corked?.uncork();
@@ -250,7 +254,7 @@ class Connection {
       this.stream.cork();
       setImmediate(this.uncork);
     }
-    if (!this.stream.write(buf)) {
+    if (!(recycle ? this.stream.write(buf, () => this.srv.pool.put(buf)) : this.stream.write(buf))) {
       this.writeBlocked = true;
       this.updateFlow();
     }
@@ -667,7 +671,7 @@ class Connection {
         hoff = 0;
       }
       this.curPos = pos;
-      const r: Req = { flags: 0, type: 0, handleHi: 0, handleLo: 0, offset: 0, length: 0, payload: null, cost: 0 };
+      const r: Req = { flags: 0, type: 0, handleHi: 0, handleLo: 0, offset: 0, length: 0, payload: null, pooled: false, cost: 0 };
       if (!P.parseRequestInto(hbuf, hoff, r)) {
         this.srv.warn(this.log, `magic:${this.client.address}`, { export: this.exp?.name }, 'nbd bad request magic; closing');
         this.cur = null;
@@ -689,7 +693,8 @@ class Connection {
           this.bytesWritten += r.length;
           this.dispatch(r);
         } else {
-          r.payload = Buffer.allocUnsafe(r.length);
+          r.payload = this.srv.pool.get(r.length);
+          r.pooled = true;
           this.wreq = r;
           this.wfill = 0;
           // Count the payload as in flight now so a slow sender cannot make us hold many big buffers.
@@ -731,6 +736,7 @@ class Connection {
         return this.doRead(r, dev);
       case P.CMD_WRITE:
         dev.write(r.payload!, 0, r.length, r.offset, (e) => {
+          if (r.pooled) this.srv.pool.put(r.payload!);
           r.payload = null;
           if (e) return this.ioFail(r, e);
           this.afterWrite(r, dev);
@@ -801,13 +807,16 @@ class Connection {
 
   private doRead(r: Req, dev: BlockDevice): void {
     const hl = this.structured ? P.OFFSET_DATA_PREFIX : P.SIMPLE_REPLY_LENGTH;
-    const out = Buffer.allocUnsafe(hl + r.length);
+    const out = this.srv.pool.get(hl + r.length);
     dev.read(out, hl, r.length, r.offset, (e) => {
-      if (e) return this.ioFail(r, e);
+      if (e) {
+        this.srv.pool.put(out);
+        return this.ioFail(r, e);
+      }
       if (this.structured) P.writeOffsetDataPrefix(out, 0, P.REPLY_FLAG_DONE, r.handleHi, r.handleLo, r.offset, r.length);
       else P.writeSimpleReply(out, 0, 0, r.handleHi, r.handleLo);
       this.bytesRead += r.length;
-      this.complete(r, out);
+      this.complete(r, out, true);
     });
   }
 
@@ -871,8 +880,8 @@ class Connection {
     }
   }
 
-  private complete(r: Req, reply: Buffer): void {
-    this.send(reply);
+  private complete(r: Req, reply: Buffer, recycle = false): void {
+    this.send(reply, recycle);
     this.inflight--;
     this.inflightBytes -= r.cost;
     if (this.disc) this.maybeFinish();

@@ -1,0 +1,38 @@
+/**
+ * A free list of large buffers (READ replies, gathered WRITE payloads), keyed by exact size, shared by
+ * the server's connections. Large `allocUnsafe` buffers are separate malloc/mmap blocks whose first touch
+ * faults pages in; reusing them keeps the streaming hot path free of that and of GC churn. Small buffers
+ * come from Node's own slab and are not pooled. The pool holds at most `maxBytes`.
+ */
+export class BufferPool {
+  private readonly free = new Map<number, Buffer[]>();
+  private bytes = 0;
+  constructor(private readonly maxBytes = 64 << 20, private readonly minSize = 32 << 10) {}
+
+  get(size: number): Buffer {
+    if (size < this.minSize) return Buffer.allocUnsafe(size);
+    const b = this.free.get(size)?.pop();
+    if (b) {
+      this.bytes -= size;
+      return b;
+    }
+    return Buffer.allocUnsafeSlow(size);
+  }
+
+  /** Gives a buffer back once nothing references it any more. */
+  put(b: Buffer): void {
+    const size = b.length;
+    if (size < this.minSize || b.byteOffset !== 0 || b.buffer.byteLength !== size || this.bytes + size > this.maxBytes) return;
+    let list = this.free.get(size);
+    if (!list) {
+      list = [];
+      this.free.set(size, list);
+    }
+    list.push(b);
+    this.bytes += size;
+  }
+
+  get pooledBytes(): number {
+    return this.bytes;
+  }
+}
