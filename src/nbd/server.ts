@@ -99,6 +99,7 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    this.logger.debug({ ip: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort }, 'nbd accept');
     const c = new Connection(this, socket);
     this.conns.add(c);
     c.onClosed = () => this.conns.delete(c);
@@ -151,6 +152,7 @@ class Connection {
   private hsChunks: Buffer[] = [];
   private hsBytes = 0;
   private noZeroes = false;
+  private fixedNewstyle = false;
   private opt = 0;
   private optLen = 0;
   private tlsActive = false;
@@ -288,6 +290,12 @@ class Connection {
     if (this.phase === 'closing') return;
     this.hsChunks.push(chunk);
     this.hsBytes += chunk.length;
+    if (this.hsBytes > this.srv.limits.maxOptionLength + 65536) {
+      // A client may not send the next option before the reply to the last one: this is a flood.
+      this.srv.warn(this.log, `hsflood:${this.client.address}`, { bytes: this.hsBytes }, 'nbd handshake flood; closing');
+      this.destroy();
+      return;
+    }
     this.pumpHandshake();
   }
 
@@ -314,6 +322,7 @@ class Connection {
           return this.destroy();
         }
         this.noZeroes = f.value.noZeroes;
+        this.fixedNewstyle = f.value.fixedNewstyle;
         this.phase = 'optHeader';
       } else if (this.phase === 'optHeader') {
         const b = this.take(P.OPTION_HEADER_LENGTH);
@@ -400,8 +409,8 @@ class Connection {
       }
 
       case P.OPT_STARTTLS: {
-        if (!this.srv.secureContext) {
-          this.replyErr(option, P.REP_ERR_POLICY, 'TLS is not configured on this server');
+        if (!this.srv.secureContext || !this.fixedNewstyle) {
+          this.replyErr(option, P.REP_ERR_POLICY, this.srv.secureContext ? 'TLS needs fixed newstyle negotiation' : 'TLS is not configured on this server');
           return 'continue';
         }
         if (data.length !== 0) {
