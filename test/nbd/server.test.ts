@@ -459,3 +459,27 @@ test('backpressure: a client that does not read its replies does not make the se
   assert.equal(got, N);
   c.destroy();
 });
+
+test('random bytes in the handshake or after GO never take the server down', async (t) => {
+  const { port, server } = await setup(t, [], { handshakeTimeoutMs: 500 });
+  const fc = (await import('fast-check')).default;
+  await fc.assert(
+    fc.asyncProperty(fc.boolean(), fc.uint8Array({ minLength: 1, maxLength: 400 }), async (afterGo, bytes) => {
+      const c = await RawNbd.connect(port);
+      await c.handshake();
+      if (afterGo) await c.go('rw');
+      c.write(Buffer.from(bytes));
+      await new Promise((r) => setTimeout(r, 5));
+      c.destroy();
+      await c.closed;
+    }),
+    { numRuns: 60 },
+  );
+  const { c } = await connectGo(port, 'ro');
+  c.request(P.CMD_READ, 0, 1n, 0, 4);
+  assert.equal((await c.simpleReply(4)).error, 0);
+  c.destroy();
+  await c.closed;
+  for (let i = 0; i < 100 && server.connections > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(server.connections, 0, 'every fuzzed connection was cleaned up');
+});
