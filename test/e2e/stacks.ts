@@ -77,9 +77,8 @@ export interface StackOptions {
   workDir: string;
   /** How to run netbootd: TypeScript source through tsx (tests) or the built dist/ (benchmarks). */
   daemon?: 'tsx' | 'dist';
-  /** Raspberry Pis (serial → image name) for the Pi scenario; images by name. */
-  pis?: Record<string, string>;
-  images?: Record<string, { path: string; mode?: 'readwrite' | 'readonly' | 'cow'; export?: string }>;
+  /** Raspberry Pi serials (8 hex digits) that boot `image` (the Pi scenario). */
+  pis?: string[];
 }
 
 export interface BootStack {
@@ -176,15 +175,25 @@ async function startReference(o: StackOptions): Promise<BootStack> {
   const dir = join(o.workDir, 'reference');
   const tftpRoot = join(dir, 'tftp');
   mkdirSync(tftpRoot, { recursive: true });
-  await extractFat(o.image, 1, tftpRoot);
+  // PCs read the FAT's files at the TFTP root; each Pi reads them under its serial, as the bootloader asks.
+  const pxeServices = ['--pxe-service=x86PC,netboot,pxelinux', '--pxe-service=x86-64_EFI,netboot,syslinux.efi'];
+  if (o.pis?.length) {
+    for (const serial of o.pis) {
+      mkdirSync(join(tftpRoot, serial));
+      await extractFat(o.image, 1, join(tftpRoot, serial));
+    }
+    // The Pi bootloader looks for this menu text (and has the x86PC architecture, 0).
+    pxeServices.splice(0, pxeServices.length, '--pxe-service=0,Raspberry Pi Boot');
+  } else {
+    await extractFat(o.image, 1, tftpRoot);
+  }
   const dnsmasqLog = join(dir, 'dnsmasq-proxy.log');
   const dnsmasq = lab.start(server, 'dnsmasq', [
     '--keep-in-foreground', '--no-daemon', '--conf-file=/dev/null', '--port=0', '--user=root',
     '--interface=eth0', '--bind-interfaces', '--log-dhcp',
     `--dhcp-range=${SERVER_ADDRESS},proxy,255.255.255.0`,
     `--dhcp-leasefile=${join(dir, 'proxy.leases')}`,
-    '--pxe-service=x86PC,netboot,pxelinux',
-    '--pxe-service=x86-64_EFI,netboot,syslinux.efi',
+    ...pxeServices,
     '--enable-tftp', `--tftp-root=${tftpRoot}`,
   ]);
   pipeToFile(dnsmasq, dnsmasqLog);
@@ -215,13 +224,12 @@ export function netbootdConfig(o: Omit<StackOptions, 'topo'>, stateDir: string):
   const images: Record<string, unknown> = {
     [exportName]: { path: o.image, mode: o.mode ?? 'readwrite', export: exportName },
   };
-  for (const [name, img] of Object.entries(o.images ?? {})) images[name] = { ...img };
   const hosts: Record<string, unknown> = {};
   for (const h of o.hosts) {
     hosts[h.mac] = { name: `e2e-${h.firmware}-${h.mac.slice(-2)}`, image: exportName, bootFile: { bios: 'pxelinux.0', uefi: 'syslinux.efi' } };
   }
   const pis: Record<string, unknown> = {};
-  for (const [serial, image] of Object.entries(o.pis ?? {})) pis[serial] = { image };
+  for (const serial of o.pis ?? []) pis[serial] = { image: exportName };
   const cfg = {
     server: { address: SERVER_ADDRESS, stateDir },
     dhcp: { enabled: true },

@@ -105,7 +105,8 @@ export function bootVm(o: VmOptions): Promise<BootReport> {
     const line = raw.replace(ESCAPES, '');
     lines.push(line);
     if (lines.length > 60) lines.shift();
-    if (phases.loader === undefined && /(PXE|SYS)LINUX \d/.test(line)) phases.loader = since();
+    // PXELINUX prints its banner on the serial port; syslinux.efi prints "My IP is" once it runs.
+    if (phases.loader === undefined && /(PXE|SYS)LINUX \d|My IP is \d/.test(line)) phases.loader = since();
     if (phases.kernel === undefined && /Linux version \d/.test(line)) phases.kernel = since();
     const m = /E2E: (?:\[[\d.]+\] )?(.*)$/.exec(line);
     if (!m) return;

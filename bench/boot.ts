@@ -1,0 +1,149 @@
+/**
+ * Boot benchmark (issue 7): wall time of a real-firmware network boot, netbootd vs the reference stack.
+ *
+ *   npm run bench:boot [-- --runs N --firmware bios,uefi --stacks reference,netbootd]
+ *   (root: network namespaces and taps; tsc-built, runs dist/bench/boot.js)
+ *
+ * The same QEMU PC (TCG; E2E_ACCEL=kvm to change) boots the same Debian kernel, initramfs and NBD root as
+ * test/e2e/boot.test.ts, BIOS (SeaBIOS + iPXE, e1000) and UEFI (OVMF, virtio-net, EDK2 PXE), on the same
+ * namespaced network (router dnsmasq for addresses), through:
+ *   reference — dnsmasq proxy DHCP + its TFTP server on a directory holding the image's FAT files, nbd-server
+ *   netbootd  — `node dist/src/cli/main.js serve` alone (skipped, with a note, until src/daemon.ts exists)
+ * Runs are interleaved (run 1: reference, netbootd; run 2: ...) so that load from elsewhere hits both alike.
+ * Every boot gets a fresh copy of the image and a freshly started stack. Reported per firmware and stack:
+ * median (min–max) of the whole boot, and of its phases: firmware+DHCP until the boot loader runs, the
+ * loader's TFTP of kernel+initrd until the kernel starts, and kernel start until the client is done on its
+ * NBD root. Results also go to bench/out/boot.json.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildArtifacts, copyImage, daemonAvailable, DAEMON_MISSING, E2E_ROOT } from '../test/e2e/artifacts.js';
+import { readExt4File } from '../test/e2e/image.js';
+import { createTopology, startStack, EXPORT_NAME, SERVER_ADDRESS, type StackName } from '../test/e2e/stacks.js';
+import { addTap, bootVm, formatBoot, type BootReport, type Firmware } from '../test/e2e/vm.js';
+import { NetLab } from '../test/helpers/netns.js';
+
+interface Args {
+  runs: number;
+  firmware: Firmware[];
+  stacks: StackName[];
+  timeoutMs: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { runs: 2, firmware: ['bios', 'uefi'], stacks: ['reference', 'netbootd'], timeoutMs: 300_000 };
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[i + 1];
+    switch (argv[i]) {
+      case '--runs': a.runs = Math.max(1, Number(v)); i++; break;
+      case '--firmware': a.firmware = v!.split(',') as Firmware[]; i++; break;
+      case '--stacks': a.stacks = v!.split(',') as StackName[]; i++; break;
+      case '--timeout': a.timeoutMs = Number(v) * 1000; i++; break;
+      default: throw new Error(`unknown argument ${argv[i]} (--runs N --firmware bios,uefi --stacks reference,netbootd --timeout S)`);
+    }
+  }
+  return a;
+}
+
+interface Sample {
+  stack: StackName;
+  firmware: Firmware;
+  run: number;
+  report: BootReport;
+  verified: boolean;
+}
+
+const sec = (ms: number | undefined): string => (ms === undefined || Number.isNaN(ms) ? '   -  ' : (ms / 1000).toFixed(1).padStart(6));
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function stat(xs: (number | undefined)[]): { med: number; min: number; max: number } {
+  const v = xs.filter((x): x is number => x !== undefined);
+  return { med: median(v), min: v.length ? Math.min(...v) : NaN, max: v.length ? Math.max(...v) : NaN };
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (!NetLab.available()) throw new Error('bench:boot needs root (network namespaces, taps) and iproute2');
+  let stacks = args.stacks;
+  if (stacks.includes('netbootd') && !daemonAvailable()) {
+    console.log(`note: ${DAEMON_MISSING}; benchmarking the reference stack only`);
+    stacks = stacks.filter((s) => s !== 'netbootd');
+  }
+  const work = mkdtempSync(join(tmpdir(), 'netbootd-bench-boot-'));
+  const topo = await createTopology('bboot', work);
+  const samples: Sample[] = [];
+  try {
+    console.log('building kernel/initramfs/image (scripts/e2e) ...');
+    const art = await buildArtifacts(join(work, 'build'), { serverAddress: SERVER_ADDRESS, exportName: EXPORT_NAME });
+    let n = 0;
+    for (let run = 1; run <= args.runs; run++) {
+      for (const firmware of args.firmware) {
+        for (const stackName of stacks) {
+          const dir = join(work, `b${n}`);
+          mkdirSync(dir, { recursive: true });
+          const image = await copyImage(art, join(dir, 'disk.img'));
+          const mac = `52:54:00:be:${firmware === 'bios' ? '0b' : '0e'}:${(n % 256).toString(16).padStart(2, '0')}`;
+          const stack = await startStack(stackName, { topo, image, hosts: [{ mac, firmware }], workDir: dir, daemon: 'dist' });
+          let report: BootReport;
+          try {
+            const tap = await addTap(topo.lab, `tap${n}`);
+            report = await bootVm({ lab: topo.lab, tap, firmware, mac, timeoutMs: args.timeoutMs, serialLog: join(dir, 'console.log') });
+          } finally {
+            await stack.stop();
+          }
+          const result = report.ok ? await readExt4File(image, 2, '/boot-result', dir) : null;
+          const verified = result !== null && result.includes(`mac: ${mac}`) && result.includes(`marker: ${art.marker}`);
+          samples.push({ stack: stackName, firmware, run, report, verified });
+          console.log(`  run ${run} ${formatBoot(`${firmware.toUpperCase()} ${stackName}`, report)}${report.ok && !verified ? ' (boot-result NOT verified)' : ''}`);
+          if (!report.ok) console.log(report.tail.split('\n').map((l) => `      | ${l}`).join('\n'));
+          rmSync(dir, { recursive: true, force: true });
+          n++;
+        }
+      }
+    }
+  } finally {
+    await topo.destroy();
+    rmSync(work, { recursive: true, force: true });
+  }
+
+  console.log(`\nBoot wall time, seconds: median (min-max) of ${args.runs} run(s); accel ${process.env.E2E_ACCEL ?? 'tcg'}, ${(await import('node:os')).cpus().length} CPUs`);
+  console.log('firmware  stack       ok   whole boot               to loader  loader->kernel  kernel->done');
+  const rows: Record<string, unknown>[] = [];
+  for (const firmware of args.firmware) {
+    const med: Partial<Record<StackName, { whole: number; tftp: number }>> = {};
+    for (const stackName of stacks) {
+      const ss = samples.filter((s) => s.firmware === firmware && s.stack === stackName && s.report.ok && s.verified);
+      const all = samples.filter((s) => s.firmware === firmware && s.stack === stackName);
+      const whole = stat(ss.map((s) => s.report.wallMs));
+      const loader = stat(ss.map((s) => s.report.phases.loader));
+      const tftp = stat(ss.map((s) => (s.report.phases.kernel !== undefined && s.report.phases.loader !== undefined ? s.report.phases.kernel - s.report.phases.loader : undefined)));
+      const rest = stat(ss.map((s) => (s.report.phases.done !== undefined && s.report.phases.kernel !== undefined ? s.report.phases.done - s.report.phases.kernel : undefined)));
+      med[stackName] = { whole: whole.med, tftp: tftp.med };
+      console.log(`${firmware.padEnd(9)} ${stackName.padEnd(10)} ${`${ss.length}/${all.length}`.padEnd(4)} ${sec(whole.med)} (${sec(whole.min).trim()}-${sec(whole.max).trim()})`.padEnd(58) +
+        `${sec(loader.med)}     ${sec(tftp.med)}          ${sec(rest.med)}`);
+      rows.push({ firmware, stack: stackName, ok: ss.length, runs: all.length, wholeMs: whole, toLoaderMs: loader, loaderToKernelMs: tftp, kernelToDoneMs: rest });
+    }
+    const r = med.reference;
+    const nb = med.netbootd;
+    if (r && nb) {
+      console.log(`${firmware.padEnd(9)} ratio netbootd/reference: whole boot ${(nb.whole / r.whole).toFixed(2)}, kernel+initrd TFTP phase ${(nb.tftp / r.tftp).toFixed(2)} (< 1: netbootd faster)`);
+    }
+  }
+  const outDir = join(E2E_ROOT, 'bench/out');
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, 'boot.json'), JSON.stringify({ date: new Date().toISOString(), args, rows, samples: samples.map((s) => ({ ...s, report: { ...s.report, tail: undefined } })) }, null, 2));
+  console.log(`\n(details: ${join(outDir, 'boot.json')})`);
+  if (samples.some((s) => !s.report.ok || !s.verified)) process.exitCode = 1;
+}
+
+main().catch((e: unknown) => {
+  console.error(`bench:boot: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+  process.exitCode = 1;
+});
