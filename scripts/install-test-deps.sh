@@ -14,6 +14,9 @@ PACKAGES=(
   libnbd-bin qemu-utils fio nbdkit nbd-server nbd-client openssl
   # DHCP tests: namespaces and a real DHCP server/client
   iproute2 dnsmasq-base udhcpc
+  # e2e boots: QEMU with SeaBIOS + iPXE and OVMF, boot loaders, initramfs tools (the kernel and busybox-static
+  # are not installed: scripts/e2e/fetch-debs.sh unpacks them into /var/cache/netbootd-e2e)
+  qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common syslinux-efi cpio kmod
 )
 PEERS_DIR=${PEERS_DIR:-/opt/netbootd-peers}
 
