@@ -7,7 +7,9 @@
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();
   private bytes = 0;
-  constructor(private readonly maxBytes = 64 << 20, private readonly minSize = 32 << 10) {}
+  /** Buffers smaller than this come from Node's slab and are not pooled. */
+  static readonly MIN_SIZE = 32 << 10;
+  constructor(private readonly maxBytes = 64 << 20, private readonly minSize = BufferPool.MIN_SIZE) {}
 
   get(size: number): Buffer {
     if (size < this.minSize) return Buffer.allocUnsafe(size);

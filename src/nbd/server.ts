@@ -825,7 +825,7 @@ class Connection {
       if (this.structured) P.writeOffsetDataPrefix(out, 0, P.REPLY_FLAG_DONE, r.handleHi, r.handleLo, r.offset, r.length);
       else P.writeSimpleReply(out, 0, 0, r.handleHi, r.handleLo);
       this.bytesRead += r.length;
-      this.complete(r, out, true);
+      this.complete(r, out, out.length >= BufferPool.MIN_SIZE);
     });
   }
 
