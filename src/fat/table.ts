@@ -35,6 +35,37 @@ export function fatEntry(type: FatType, buf: Buffer, cluster: number, base = 0):
   }
 }
 
+/**
+ * Writes the FAT entry of `cluster` into `buf` (FAT bytes starting at byte `base`): the other nibble of a
+ * FAT12 pair and the reserved top 4 bits of a FAT32 entry are kept. Pure; the caller checks the range.
+ */
+export function setFatEntry(type: FatType, buf: Buffer, cluster: number, value: number, base = 0): void {
+  switch (type) {
+    case 'FAT12': {
+      const off = cluster + (cluster >>> 1) - base;
+      const v = buf[off]! | (buf[off + 1]! << 8);
+      const nv = cluster & 1 ? (v & 0x000f) | ((value & 0xfff) << 4) : (v & 0xf000) | (value & 0xfff);
+      buf[off] = nv & 0xff;
+      buf[off + 1] = nv >>> 8;
+      return;
+    }
+    case 'FAT16':
+      buf.writeUInt16LE(value & 0xffff, cluster * 2 - base);
+      return;
+    case 'FAT32': {
+      const off = cluster * 4 - base;
+      const keep = buf.readUInt32LE(off) & 0xf0000000;
+      buf.writeUInt32LE((keep | (value & 0x0fffffff)) >>> 0, off);
+      return;
+    }
+  }
+}
+
+/** The end-of-chain mark written by the writer. */
+export function endOfChain(type: FatType): number {
+  return type === 'FAT12' ? 0xfff : type === 'FAT16' ? 0xffff : 0x0fffffff;
+}
+
 /** The byte range [start, end) of the FAT that holds the entry of `cluster`. */
 export function entryByteRange(type: FatType, cluster: number): [number, number] {
   switch (type) {
