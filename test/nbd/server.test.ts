@@ -483,3 +483,60 @@ test('random bytes in the handshake or after GO never take the server down', asy
   for (let i = 0; i < 100 && server.connections > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(server.connections, 0, 'every fuzzed connection was cleaned up');
 });
+
+test('kernel-client session (as nbd-client 3.24 sets it up): GO without info requests, simple replies, pipelined I/O with FLUSH/FUA/TRIM', async (t) => {
+  const { port, rw } = await setup(t);
+  const c = await RawNbd.connect(port);
+  await c.handshake(P.FLAG_C_FIXED_NEWSTYLE | P.FLAG_C_NO_ZEROES);
+  const g = await c.go('rw', []);
+  assert.equal(g.size, SIZE);
+  for (const f of [P.TFLAG_HAS_FLAGS, P.TFLAG_SEND_FLUSH, P.TFLAG_SEND_FUA, P.TFLAG_SEND_TRIM]) assert.ok(g.flags & f);
+  assert.equal(g.replies.at(-1)!.type, P.REP_ACK);
+  // The kernel pipelines 512-aligned requests of up to 128 KiB and interleaves FLUSH and FUA writes.
+  const model = readFileSync(rw);
+  const reqs: Buffer[] = [];
+  const expect = new Map<bigint, number>(); // handle → read length (0: no data)
+  let h = 1n;
+  let k = 0;
+  for (let i = 0; i < 64; i++) {
+    if (i % 3 === 0) {
+      // Writes in flight together never overlap (their order is not defined), hence distinct regions.
+      const off = k * 40960;
+      const len = 512 * (1 + ((k * 37) % 64));
+      k++;
+      const d = randomBytes(len);
+      d.copy(model, off);
+      reqs.push(P.buildRequest(P.CMD_WRITE, i % 2 ? P.CMD_FLAG_FUA : 0, h, off, len), d);
+      expect.set(h++, 0);
+      reqs.push(P.buildRequest(P.CMD_FLUSH, 0, h, 0, 0));
+      expect.set(h++, 0);
+    } else if (i % 3 === 1) {
+      reqs.push(P.buildRequest(P.CMD_TRIM, 0, h, SIZE - 65536, 65536));
+      expect.set(h++, 0);
+    } else {
+      reqs.push(P.buildRequest(P.CMD_READ, 0, h, SIZE - 131072, 4096));
+      expect.set(h++, 4096);
+    }
+  }
+  c.write(Buffer.concat(reqs));
+  for (let i = 0; i < expect.size; i++) {
+    // Replies come in any order: read the header, then the data its handle announces.
+    const hd = await c.read(16);
+    assert.equal(hd.readUInt32BE(0), P.SIMPLE_REPLY_MAGIC);
+    assert.equal(hd.readUInt32BE(4), 0);
+    const len = expect.get(hd.readBigUInt64BE(8));
+    assert.notEqual(len, undefined, 'reply for a known handle');
+    if (len) assert.ok((await c.read(len)).equals(model.subarray(SIZE - 131072, SIZE - 131072 + 4096)));
+  }
+  // Reads after the writes were acknowledged see them.
+  for (let off = 0; off < SIZE; off += 128 * 1024) c.request(P.CMD_READ, 0, BigInt(off), off, 128 * 1024);
+  const got = Buffer.alloc(SIZE);
+  for (let off = 0; off < SIZE; off += 128 * 1024) {
+    const r = await c.simpleReply(128 * 1024);
+    assert.equal(r.error, 0);
+    r.data.copy(got, Number(r.handle));
+  }
+  assert.ok(got.subarray(0, SIZE - 65536).equals(model.subarray(0, SIZE - 65536)));
+  c.request(P.CMD_DISC, 0, 0n, 0, 0);
+  await c.waitEnd();
+});
