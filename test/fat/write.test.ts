@@ -12,7 +12,7 @@ import { FileBlockDevice, MemoryBlockDevice, type BlockDevice } from '../../src/
 import { FatVolume } from '../../src/fat/volume.js';
 import { FatWriteError, FatWriter } from '../../src/fat/writer.js';
 import { longNameEntries, makeShortName, shortKey } from '../../src/fat/names.js';
-import { parseDirectory } from '../../src/fat/dir.js';
+import { parseDirectory, type DirEntry } from '../../src/fat/dir.js';
 import { FAT_TOOLS, MTOOLS_ENV, mcopyIn, mkfsVfat, prng, randomBytes, type MkfsOptions } from '../helpers/fatimg.js';
 import { haveTools, run, tempDir } from '../helpers/tools.js';
 import { Model, expectTree, fsckClean, fsinfo } from './write-helpers.js';
@@ -262,9 +262,10 @@ describe('FAT writer: names and order', () => {
     const b = vol.bpb;
     const root = raw.subarray(b.rootDirOffset, b.rootDirOffset + b.rootDirBytes);
     const entries = parseDirectory(root, { fat32: false });
-    assert.ok(entries.ok);
+    if (!entries.ok) throw entries.error;
+    const list: DirEntry[] = entries.value;
     for (const n of names) {
-      const e = entries.value.find((x) => x.name === n)!;
+      const e = list.find((x) => x.name === n)!;
       assert.ok(e, n);
       const short = root.subarray(e.index * 32, e.index * 32 + 11);
       const lfn = longNameEntries(n, short);
@@ -274,7 +275,7 @@ describe('FAT writer: names and order', () => {
     // Short names: mtools' choice for a lone name equals ours.
     const taken = new Set<string>();
     for (const n of ['A rather long name.txt']) {
-      const e = entries.value.find((x) => x.name === n)!;
+      const e = list.find((x) => x.name === n)!;
       assert.equal(shortKey(makeShortName(n, taken).raw), root.toString('latin1', e.index * 32, e.index * 32 + 11));
     }
   });
