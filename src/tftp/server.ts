@@ -45,7 +45,7 @@ export interface TftpLimits {
    * which a server retransmitting faster than that timer would keep resetting forever. Default 8000 ms.
    */
   maxBackoffMs: number;
-  /** Bytes read ahead of the window. Default 64 KiB. */
+  /** Bytes read ahead of the window (filled in batches of about half of it). Default 128 KiB. */
   readAheadBytes: number;
 }
 
@@ -59,7 +59,7 @@ export const DEFAULT_LIMITS: TftpLimits = {
   retries: 5,
   defaultTimeoutMs: 1000,
   maxBackoffMs: 8000,
-  readAheadBytes: 64 * 1024,
+  readAheadBytes: 128 * 1024,
 };
 
 export interface TftpServerOptions {
@@ -393,6 +393,8 @@ class Session {
   private readonly reader: BlockReader;
   private readonly slots: Slot[];
   private readonly ring: number;
+  /** Free slots that trigger the next read. */
+  private readonly refillAt: number;
   private readonly blksize: number;
   private readonly window: number;
   private state: State;
@@ -439,6 +441,7 @@ class Session {
     const ahead = Math.max(this.window, Math.min(MAX_BATCH, Math.ceil(server.limits.readAheadBytes / this.blksize)));
     const aheadCapped = Math.max(1, Math.min(ahead, Math.floor(server.limits.maxWindowBytes / (this.blksize + DATA_HEADER))));
     this.ring = this.window + aheadCapped;
+    this.refillAt = Math.max(1, aheadCapped >> 1);
     this.slots = [];
     for (let i = 0; i < this.ring; i++) this.slots.push({ buf: Buffer.allocUnsafe(DATA_HEADER + this.blksize), len: -1 });
     this.state = nego.oack.length > 0 ? State.Oack : State.Data;
@@ -540,8 +543,12 @@ class Session {
   /** Keeps the ring full: reads the next free slots in one go. */
   private fillRing(): void {
     if (this.reading || this.lastIndex >= 0 || this.state === State.Done) return;
-    const free = Math.min(MAX_BATCH, this.base + this.ring - this.readIndex);
-    if (free <= 0) return;
+    const room = this.base + this.ring - this.readIndex;
+    if (room <= 0) return;
+    // Batch reads (each one is a thread-pool round trip): wait until half the read-ahead is free, unless
+    // the current window is not fully read yet.
+    if (room < this.refillAt && this.readIndex >= this.base + this.window) return;
+    const free = Math.min(MAX_BATCH, room);
     const first = this.readIndex;
     const bufs: Buffer[] = [];
     for (let i = 0; i < free; i++) {
