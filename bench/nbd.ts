@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync, openSync, writeSync, 
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
 import { run, which, startProcess } from '../test/helpers/tools.js';
 
 const SIZE_MB = Number(process.env.NBD_BENCH_SIZE_MB ?? 1024);
@@ -118,7 +119,7 @@ async function fio(uri: string, rw: string, bs: string, depth: number, metric: '
     '--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, `--bs=${bs}`, `--iodepth=${depth}`,
     `--size=${SIZE_MB}M`, '--time_based', `--runtime=${SECONDS}`, '--ramp_time=1', '--output-format=json', '--numjobs=1',
   ];
-  const r = await run('fio', args, { timeoutMs: 300_000 });
+  const r = await run('fio', args, { timeoutMs: 300_000, cwd: tmpdir() });
   const text = r.stdout.toString();
   const json = JSON.parse(text.slice(text.indexOf('{'))) as { jobs: Array<{ read: { iops: number; bw_bytes: number }; write: { iops: number; bw_bytes: number } }> };
   const j = json.jobs[0]!;

@@ -129,8 +129,8 @@ test('fio --ioengine=nbd random writes verify with crc32c', async (t) => {
   if (!haveTools(t, 'fio')) return;
   const r = await run('fio', [
     '--name=verify', '--ioengine=nbd', `--uri=${uri('rw')}`, '--rw=randwrite', '--bs=4k', '--iodepth=32',
-    `--size=${SIZE}`, '--verify=crc32c', '--do_verify=1', '--output-format=json',
-  ], { allowFail: true });
+    `--size=${SIZE}`, '--verify=crc32c', '--do_verify=1', '--verify_state_save=0', '--output-format=json',
+  ], { allowFail: true, cwd: dir });
   assert.equal(r.code, 0, r.stderr);
   const text = r.stdout.toString();
   const job = JSON.parse(text.slice(text.indexOf('{'))).jobs[0];
