@@ -3,7 +3,7 @@
  * checks of an image against it with the real tools (fsck.fat -n, mdir, mcopy) and with our reader.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileBlockDevice, readAt } from '../../src/disk/blockdev.js';
 import { parseBootSector } from '../../src/fat/bpb.js';
@@ -31,7 +31,14 @@ export class Model {
   }
   set(p: string, n: Node): void {
     const k = this.key(p);
-    this.nodes.set(k ?? p, n);
+    this.nodes.set(k ?? this.canon(p), n);
+  }
+  /** `p` with its parent directories spelled as they exist. */
+  canon(p: string): string {
+    const i = p.lastIndexOf('/');
+    if (i <= 0) return p;
+    const parent = this.key(p.slice(0, i)) ?? this.canon(p.slice(0, i));
+    return `${parent}/${p.slice(i + 1)}`;
   }
   delete(p: string): void {
     const k = this.key(p);
@@ -44,7 +51,7 @@ export class Model {
       const u = k.toUpperCase();
       if (u === pre || u.startsWith(`${pre}/`)) {
         this.nodes.delete(k);
-        this.nodes.set(to + k.slice(from.length), v);
+        this.nodes.set(this.canon(to) + k.slice(from.length), v);
       }
     }
   }
@@ -103,7 +110,12 @@ export async function expectTree(image: string, model: Model, work: string, what
   fatsIdentical(image);
   const want = describeTree(model.nodes);
   // mdir: names and sizes.
-  const listing = await mdirAll(image);
+  // mdir and mcopy fail on an empty volume ("::/ not found").
+  const empty = model.nodes.size === 0;
+  const listing = await mdirAll(image).catch((e: unknown) => {
+    if (empty && /not found/.test(String(e))) return { label: '', dirs: new Map() };
+    throw e;
+  });
   const seen = new Map<string, Node>();
   for (const [dir, entries] of listing.dirs) {
     for (const e of entries) {
@@ -115,7 +127,10 @@ export async function expectTree(image: string, model: Model, work: string, what
   // mcopy: bytes.
   const out = join(work, 'extract');
   rmSync(out, { recursive: true, force: true });
-  await mcopyTree(image, out);
+  await mcopyTree(image, out).catch((e: unknown) => {
+    if (!(empty && /not found/.test(String(e)))) throw e;
+  });
+  mkdirSync(out, { recursive: true });
   const host = hostTree(out);
   assert.deepEqual(describeTree(host), want, `mcopy tree ${what}`);
   for (const [p, n] of model.nodes) {
