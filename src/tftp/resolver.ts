@@ -80,7 +80,14 @@ export class DirectoryResolver implements TftpResolver {
   constructor(readonly root: string) {}
 
   private realRoot(): Promise<string> {
-    this.rootReal ??= fs.promises.realpath(this.root);
+    if (!this.rootReal) {
+      const p = fs.promises.realpath(this.root);
+      this.rootReal = p;
+      // A root that does not exist yet is looked up again next time.
+      p.catch(() => {
+        if (this.rootReal === p) this.rootReal = null;
+      });
+    }
     return this.rootReal;
   }
 

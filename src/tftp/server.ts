@@ -289,7 +289,8 @@ export class TftpServer extends EventEmitter {
       if (n <= 0) this.perClient.delete(ip);
       else this.perClient.set(ip, n);
     };
-    this.resolver.resolve({ address: ip, port: rinfo.port, path }).then(
+    // Through a promise chain: a resolver that throws synchronously is handled like one that rejects.
+    Promise.resolve().then(() => this.resolver.resolve({ address: ip, port: rinfo.port, path })).then(
       (source) => {
         this.pending--;
         if (this.closing) {
@@ -319,7 +320,13 @@ export class TftpServer extends EventEmitter {
   /** An answer from a fresh socket (its own TID), as a transfer would send it; used for "not found". */
   private sendOneShot(buf: Buffer, port: number, address: string): void {
     const s = dgram.createSocket({ type: 'udp4' });
-    s.on('error', () => s.close());
+    s.on('error', () => {
+      try {
+        s.close();
+      } catch {
+        /* already closed */
+      }
+    });
     s.bind({ address: this.replyAddress, port: 0 }, () => {
       s.send(buf, port, address, () => {
         try {

@@ -304,3 +304,55 @@ test('close() aborts running transfers with an ERROR and stops accepting', async
   assert.equal(e.p.op, OP_ERROR);
   assert.equal(s.server.stats().active, 0);
 });
+
+test('a resolver that throws or rejects is answered "not found", logged, and the server keeps serving', async (t) => {
+  let mode = 0;
+  const resolver = {
+    resolve(req: { path: string }) {
+      if (mode === 0) throw new Error('sync boom');
+      if (mode === 1) return Promise.reject(new Error('async boom'));
+      return new MapResolver(new Map([['f', Buffer.from('ok')]])).resolve({ address: '', port: 0, path: req.path });
+    },
+  };
+  const s = await startServer(t, resolver as never);
+  const c = await RawClient.open();
+  t.after(() => c.close());
+  for (mode = 0; mode < 2; mode++) {
+    c.send(buildRequest(OP_RRQ, 'f', 'octet'), s.port);
+    const r = await c.recvPacket();
+    assert.equal(r.p.op, OP_ERROR);
+    assert.equal((r.p as { code: number }).code, 1);
+  }
+  const ok = await download(s.port, 'f');
+  assert.equal(ok.data.toString(), 'ok');
+  assert.equal(s.lines.filter((l) => l.msg === 'tftp resolve failed' && l.level === 40).length, 2);
+});
+
+test('retransmissions back off when no timeout was negotiated, and use the negotiated timeout exactly otherwise', async (t) => {
+  const s = await startServer(t, new MapResolver(new Map([['f', pattern(2000, 13)]])), { defaultTimeoutMs: 100, retries: 3 });
+  const c = await RawClient.open();
+  t.after(() => c.close());
+  c.send(buildRequest(OP_RRQ, 'f', 'octet'), s.port);
+  const t0 = Date.now();
+  await c.recvPacket();
+  const at: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    await c.recvPacket(2000);
+    at.push(Date.now() - t0);
+  }
+  // Waits of 100, 200, 400 ms: arrivals near 100, 300, 700 (lower bounds only: timers may run late).
+  assert.ok(at[0]! >= 90 && at[1]! >= 280 && at[2]! >= 650, `backoff: ${at.join(', ')}`);
+  assert.ok(at[2]! - at[1]! > at[1]! - at[0]!, 'gaps grow');
+  assert.equal((await s.nextTransfer()).outcome, 'timeout');
+  // Negotiated "timeout 1": every wait is 1 s, no doubling (RFC 2349).
+  c.send(buildRequest(OP_RRQ, 'f', 'octet', [opt('timeout', '1')]), s.port);
+  const o = await c.recvPacket();
+  assert.equal(o.p.op, OP_OACK);
+  const t1 = Date.now();
+  await c.recvPacket(2500);
+  const g1 = Date.now() - t1;
+  await c.recvPacket(2500);
+  const g2 = Date.now() - t1 - g1;
+  assert.ok(g1 >= 950 && g2 >= 950 && g2 < 1700, `fixed waits: ${g1}, ${g2}`);
+  c.send(buildError(0, 'done'), o.port);
+});
