@@ -15,11 +15,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { copyImage, daemonAvailable, DAEMON_MISSING, appendLine, type Artifacts } from './artifacts.js';
 import { readExt4File, readFatFile, parseBootResult, readCowClients, type ParsedResult } from './image.js';
-import { createTopology, startStack, STACK_TITLES, EXPORT_NAME, tailOf, type StackName, type Topology, type BootStack } from './stacks.js';
+import { createTopology, startStack, selectedStacks, STACK_TITLES, EXPORT_NAME, tailOf, type StackName, type Topology, type BootStack } from './stacks.js';
 import { addTap, bootVm, formatBoot, type BootReport, type Firmware } from './vm.js';
 import { BOOT_TIMEOUT_MS, e2eReady, sharedArtifacts, report } from './setup.js';
 
-const STACKS: StackName[] = ['reference', 'netbootd'];
+const STACKS: StackName[] = selectedStacks();
 
 function checkResult(r: ParsedResult | null, want: { mac: string; marker: string; started: number }, label: string): ParsedResult {
   assert.ok(r, `${label}: /boot-result missing from the root partition`);
@@ -51,7 +51,7 @@ for (const stackName of STACKS) {
 
     async function setup(name: string): Promise<{ art: Artifacts; topo: Topology; dir: string }> {
       const art = await sharedArtifacts();
-      topo ??= await createTopology(`e2e${stackName === 'reference' ? 'r' : 'n'}`, work);
+      topo ??= await createTopology(`e2e${stackName[0]}`, work);
       const dir = join(work, name);
       mkdirSync(dir, { recursive: true });
       return { art, topo, dir };
@@ -64,7 +64,7 @@ for (const stackName of STACKS) {
       return r;
     }
 
-    test(`BIOS (SeaBIOS + iPXE, e1000): PXE, TFTP from the FAT, NBD root, write-back${stackName === 'netbootd' ? ', second boot sees the rewritten pxelinux.cfg' : ''}`,
+    test(`BIOS (SeaBIOS + iPXE, e1000): PXE, TFTP, NBD root, write-back${stackName === 'netbootd' ? ', second boot sees the rewritten pxelinux.cfg' : ''}`,
       { timeout: 3 * BOOT_TIMEOUT_MS + 120_000 }, async (t) => {
         if (!e2eReady(t)) return;
         const { art, topo, dir } = await setup('bios');
@@ -82,12 +82,12 @@ for (const stackName of STACKS) {
         const cfg = (await readFatFile(image, 1, 'pxelinux.cfg/default'))?.toString() ?? '';
         assert.match(appendLine(cfg), /\be2e\.second=1\b/, 'pxelinux.cfg/default was not rewritten through NBD');
 
-        if (stackName === 'reference') {
-          // The reference TFTP root is a copy of the FAT: it still serves the old file (the seeds' stale boot
-          // partition bug, which netbootd's second boot below must not have).
-          const stale = readFileSync(join(dir, 'reference/tftp/pxelinux.cfg/default'), 'utf8');
+        if (stack.tftpRoot) {
+          // A TFTP root that is a copy of the FAT still serves the old file (the seeds' stale boot partition
+          // bug, which netbootd's second boot below must not have).
+          const stale = readFileSync(join(stack.tftpRoot, 'pxelinux.cfg/default'), 'utf8');
           assert.match(appendLine(stale), /\be2e\.rewrite=1\b/);
-          report(t, 'reference: its TFTP directory still holds the old pxelinux.cfg/default (stale boot partition), as expected');
+          report(t, `${stackName}: its TFTP directory still holds the old pxelinux.cfg/default (stale boot partition), as expected`);
           return;
         }
         // Boot 2, same daemon, no restart: TFTP must serve the bytes the client wrote over NBD.
@@ -117,7 +117,7 @@ for (const stackName of STACKS) {
       });
 
     test('two VMs on one copy-on-write base image boot at once; each sees only its own writes',
-      { timeout: 2 * BOOT_TIMEOUT_MS + 120_000, skip: stackName === 'reference' ? 'netbootd only (copy-on-write per client is netbootd\'s)' : false },
+      { timeout: 2 * BOOT_TIMEOUT_MS + 120_000, skip: stackName !== 'netbootd' ? 'netbootd serve only (per-client copy-on-write comes from the daemon\'s registry)' : false },
       async (t) => {
         if (!e2eReady(t)) return;
         const { art, topo, dir } = await setup('cow');

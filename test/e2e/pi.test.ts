@@ -16,11 +16,11 @@ import { join } from 'node:path';
 import { run } from '../helpers/tools.js';
 import { E2E_ROOT, SCRIPTS, daemonAvailable, DAEMON_MISSING } from './artifacts.js';
 import { fatFiles, partitionsOf } from './image.js';
-import { createTopology, startStack, STACK_TITLES, SERVER_ADDRESS, tailOf, type StackName, type Topology } from './stacks.js';
+import { createTopology, startStack, selectedStacks, STACK_TITLES, SERVER_ADDRESS, tailOf, type StackName, type Topology } from './stacks.js';
 import type { PiJob, PiReport } from './pi-client.js';
 import { e2eReady, report } from './setup.js';
 
-const STACKS: StackName[] = ['reference', 'netbootd'];
+const STACKS: StackName[] = selectedStacks();
 const PI_EXPORT = 'pi';
 // A serial with letters and one YAML would read as a number: both must stay the text they are.
 const PI4 = { mac: 'dc:a6:32:4e:2e:01', serial: '3a4b5c6d', fourcc: 'RPi4' };

@@ -19,16 +19,29 @@ import { E2E_ROOT, daemonAvailable, DAEMON_MISSING } from './artifacts.js';
 import { extractFat } from './image.js';
 import type { Firmware } from './vm.js';
 
-export type StackName = 'reference' | 'netbootd';
+export type StackName = 'reference' | 'netbootd' | 'servers';
 
 export const ROUTER_ADDRESS = '198.18.0.1';
 export const SERVER_ADDRESS = '198.18.0.2';
 export const PREFIX = 24;
 export const EXPORT_NAME = 'e2e';
 
+/**
+ * The stacks the e2e tests run: those named in E2E_STACKS (e.g. `E2E_STACKS=netbootd`), else the reference
+ * stack and netbootd — and, while `netbootd serve` does not exist yet, the interim `servers` stack (netbootd's
+ * three servers composed by test/e2e/servers-stack.ts) so that netbootd's code still meets real firmware.
+ */
+export function selectedStacks(): StackName[] {
+  const all: StackName[] = ['reference', 'netbootd', 'servers'];
+  const env = process.env.E2E_STACKS?.split(',').map((x) => x.trim()).filter(Boolean);
+  if (env?.length) return all.filter((s) => env.includes(s));
+  return daemonAvailable() ? ['reference', 'netbootd'] : ['reference', 'netbootd', 'servers'];
+}
+
 export const STACK_TITLES: Record<StackName, string> = {
   reference: 'reference stack (dnsmasq proxy DHCP + TFTP from a directory, nbd-server)',
   netbootd: 'netbootd serve (proxy DHCP, TFTP from the FAT inside the image, NBD)',
+  servers: 'interim stack: netbootd\'s DHCP, TFTP and NBD servers composed without the daemon (TFTP from a directory)',
 };
 
 export interface Topology {
@@ -83,6 +96,8 @@ export interface StackOptions {
 
 export interface BootStack {
   name: StackName;
+  /** TFTP serves a directory copy of the FAT (reference, servers), not the FAT inside the image. */
+  tftpRoot?: string;
   /** netbootd's state folder (copy-on-write overlays). */
   stateDir?: string;
   /** Log files of the servers, for failure messages. */
@@ -169,24 +184,56 @@ async function stopDaemonByPidFile(pidFile: string): Promise<void> {
   for (const k of kids) killPid(k, 'SIGKILL');
 }
 
-async function startReference(o: StackOptions): Promise<BootStack> {
-  const { lab, server } = o.topo;
-  const exportName = o.exportName ?? EXPORT_NAME;
-  const dir = join(o.workDir, 'reference');
-  const tftpRoot = join(dir, 'tftp');
+/** A directory copy of the FAT: PCs read it at the TFTP root; each Pi under its serial, as the bootloader asks. */
+async function fillTftpRoot(o: StackOptions, tftpRoot: string): Promise<void> {
   mkdirSync(tftpRoot, { recursive: true });
-  // PCs read the FAT's files at the TFTP root; each Pi reads them under its serial, as the bootloader asks.
-  const pxeServices = ['--pxe-service=x86PC,netboot,pxelinux', '--pxe-service=x86-64_EFI,netboot,syslinux.efi'];
   if (o.pis?.length) {
     for (const serial of o.pis) {
       mkdirSync(join(tftpRoot, serial));
       await extractFat(o.image, 1, join(tftpRoot, serial));
     }
-    // The Pi bootloader looks for this menu text (and has the x86PC architecture, 0).
-    pxeServices.splice(0, pxeServices.length, '--pxe-service=0,Raspberry Pi Boot');
   } else {
     await extractFat(o.image, 1, tftpRoot);
   }
+}
+
+async function startServers(o: StackOptions): Promise<BootStack> {
+  const { lab, server } = o.topo;
+  const dir = join(o.workDir, 'servers');
+  const tftpRoot = join(dir, 'tftp');
+  await fillTftpRoot(o, tftpRoot);
+  const clients: Record<string, { bios: string; uefi64: string }> = {};
+  for (const h of o.hosts) clients[h.mac] = { bios: 'pxelinux.0', uefi64: 'syslinux.efi' };
+  const cfg = { serverAddress: SERVER_ADDRESS, tftpRoot, image: o.image, exportName: o.exportName ?? EXPORT_NAME, clients, pis: Boolean(o.pis?.length) };
+  const entry = (o.daemon ?? 'tsx') === 'dist'
+    ? [join(E2E_ROOT, 'dist/test/e2e/servers-stack.js')]
+    : ['--import', 'tsx', join(E2E_ROOT, 'test/e2e/servers-stack.ts')];
+  const log = join(dir, 'servers.log');
+  const proc = lab.start(server, process.execPath, [...entry, JSON.stringify(cfg)], { cwd: E2E_ROOT });
+  pipeToFile(proc, log);
+  try {
+    await Promise.race([
+      waitListening(lab, server, [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]], 30_000),
+      new Promise((_, reject) => proc.once('exit', (c) => reject(new Error(`servers-stack exited ${c}`)))),
+    ]);
+  } catch (e) {
+    await proc.stop();
+    await new Promise((r) => setTimeout(r, 100));
+    throw new Error(`${(e as Error).message}\n--- ${log} ---\n${tailOf(log, 40)}`);
+  }
+  return { name: 'servers', tftpRoot, logs: [log], stop: () => proc.stop() };
+}
+
+async function startReference(o: StackOptions): Promise<BootStack> {
+  const { lab, server } = o.topo;
+  const exportName = o.exportName ?? EXPORT_NAME;
+  const dir = join(o.workDir, 'reference');
+  const tftpRoot = join(dir, 'tftp');
+  await fillTftpRoot(o, tftpRoot);
+  const pxeServices = o.pis?.length
+    // The Pi bootloader looks for this menu text (and has the x86PC architecture, 0).
+    ? ['--pxe-service=0,Raspberry Pi Boot']
+    : ['--pxe-service=x86PC,netboot,pxelinux', '--pxe-service=x86-64_EFI,netboot,syslinux.efi'];
   const dnsmasqLog = join(dir, 'dnsmasq-proxy.log');
   const dnsmasq = lab.start(server, 'dnsmasq', [
     '--keep-in-foreground', '--no-daemon', '--conf-file=/dev/null', '--port=0', '--user=root',
@@ -210,6 +257,7 @@ async function startReference(o: StackOptions): Promise<BootStack> {
   }
   return {
     name: 'reference',
+    tftpRoot,
     logs: [dnsmasqLog],
     async stop() {
       await dnsmasq.stop();
@@ -262,11 +310,12 @@ async function startNetbootd(o: StackOptions): Promise<BootStack> {
   try {
     await Promise.race([
       waitListening(lab, server, [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]], 30_000),
-      new Promise((_, reject) => proc.once('exit', (c) => reject(new Error(`netbootd serve exited ${c}; see ${log}`)))),
+      new Promise((_, reject) => proc.once('exit', (c) => reject(new Error(`netbootd serve exited ${c}`)))),
     ]);
   } catch (e) {
     await proc.stop();
-    throw e;
+    await new Promise((r) => setTimeout(r, 100));
+    throw new Error(`${(e as Error).message}\n--- netbootd serve --config ${configFile} ---\n${tailOf(log, 40)}`);
   }
   return {
     name: 'netbootd',
@@ -280,7 +329,7 @@ async function startNetbootd(o: StackOptions): Promise<BootStack> {
 
 /** Starts the chosen boot stack in the topology's server namespace, ready to serve when it resolves. */
 export function startStack(name: StackName, o: StackOptions): Promise<BootStack> {
-  return name === 'reference' ? startReference(o) : startNetbootd(o);
+  return name === 'reference' ? startReference(o) : name === 'servers' ? startServers(o) : startNetbootd(o);
 }
 
 /** The last lines of a log file (for assertion messages). */
