@@ -447,10 +447,15 @@ class Session {
     // Read ahead by bytes, but in at most MAX_BATCH buffers (one scatter read; IOV_MAX is 1024).
     const ahead = Math.max(this.window, Math.min(MAX_BATCH, Math.ceil(server.limits.readAheadBytes / this.blksize)));
     const aheadCapped = Math.max(1, Math.min(ahead, Math.floor(server.limits.maxWindowBytes / (this.blksize + DATA_HEADER))));
-    this.ring = this.window + aheadCapped;
-    this.refillAt = Math.max(1, aheadCapped >> 1);
+    // Never more slots than the file has blocks (netascii may double the size): a tsize probe or a small
+    // file costs little.
+    const maxBlocks = Math.floor((req.mode === 'netascii' ? 2 : 1) * Math.max(0, source.size) / this.blksize) + 1;
+    this.ring = Math.max(1, Math.min(this.window + aheadCapped, maxBlocks));
+    this.refillAt = Math.max(1, Math.min(aheadCapped, this.ring) >> 1);
     this.slots = [];
-    for (let i = 0; i < this.ring; i++) this.slots.push({ buf: Buffer.allocUnsafe(DATA_HEADER + this.blksize), len: -1 });
+    const stride = DATA_HEADER + this.blksize;
+    const pool = Buffer.allocUnsafe(this.ring * stride);
+    for (let i = 0; i < this.ring; i++) this.slots.push({ buf: pool.subarray(i * stride, (i + 1) * stride), len: -1 });
     this.state = nego.oack.length > 0 ? State.Oack : State.Data;
     if (nego.oack.length > 0) this.oackBuf = buildOack(nego.oack);
     this.optionKey = Session.requestKey(req);
