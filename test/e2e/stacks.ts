@@ -170,8 +170,24 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Daemons started here (pid files), killed at process exit if a test did not get to stop them. */
+const daemonPidFiles = new Set<string>();
+process.on('exit', () => {
+  for (const f of daemonPidFiles) {
+    try {
+      const pid = Number(readFileSync(f, 'utf8').trim());
+      if (!Number.isInteger(pid) || pid <= 1) continue;
+      for (const k of childrenOf(pid)) killPid(k, 'SIGKILL');
+      killPid(pid, 'SIGKILL');
+    } catch {
+      /* never started or already gone */
+    }
+  }
+});
+
 /** nbd-server daemonizes (its -d mode serves a single connection): stop it and its per-client children by pid. */
 async function stopDaemonByPidFile(pidFile: string): Promise<void> {
+  daemonPidFiles.delete(pidFile);
   if (!existsSync(pidFile)) return;
   const pid = Number(readFileSync(pidFile, 'utf8').trim());
   if (!Number.isInteger(pid) || pid <= 1) return;
@@ -247,6 +263,7 @@ async function startReference(o: StackOptions): Promise<BootStack> {
   const nbdConf = join(dir, 'nbd-server.conf');
   const nbdPid = join(dir, 'nbd-server.pid');
   writeFileSync(nbdConf, `[generic]\nport = 10809\nallowlist = true\n[${exportName}]\nexportname = ${o.image}\n`);
+  daemonPidFiles.add(nbdPid);
   try {
     await lab.exec(server, 'nbd-server', ['-C', nbdConf, '-p', nbdPid]);
     await waitListening(lab, server, [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]], 15_000);
