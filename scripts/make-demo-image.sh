@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a small sparse disk image laid out like Raspberry Pi OS, without mounts and without root:
 #   MBR (disk id 0x6e657462), partition 1 FAT32 "bootfs" (64 MiB at 4 MiB) with config.txt, cmdline.txt,
-#   fake firmware/kernel files, overlays/ and long file names; partition 2 Linux (ext4 "rootfs" built with
+#   cloud-init user-data, fake firmware/kernel/initramfs8 files, overlays/ and long file names; partition 2 Linux (ext4 "rootfs" built with
 #   mkfs.ext4 -d when e2fsprogs is installed, else left empty).
 # Usage: scripts/make-demo-image.sh OUT.img
 set -euo pipefail
@@ -61,6 +61,17 @@ printf 'console=serial0,115200 console=tty1 root=PARTUUID=%s-02 rootfstype=ext4 
 filler start4.elf 393216 >"$work/boot/start4.elf"
 filler fixup4.dat 5432 >"$work/boot/fixup4.dat"
 filler kernel8.img 655360 >"$work/boot/kernel8.img"
+filler initramfs8 262144 >"$work/boot/initramfs8"
+cat >"$work/boot/user-data" <<'EOF'
+#cloud-config
+# netbootd demo: cloud-init user-data as Raspberry Pi Imager writes it
+hostname: raspberrypi   # set by Imager
+users:
+  - name: pi
+    groups: users,adm,dialout,audio,netdev,video,plugdev,cdrom,games,input,gpio,spi,i2c,render,sudo
+    shell: /bin/bash
+    lock_passwd: true
+EOF
 filler bcm2711-rpi-4-b.dtb 54321 >"$work/boot/bcm2711-rpi-4-b.dtb"
 filler vc4-kms-v3d.dtbo 4321 >"$work/boot/overlays/vc4-kms-v3d.dtbo"
 filler disable-bt.dtbo 1234 >"$work/boot/overlays/disable-bt.dtbo"
@@ -77,7 +88,7 @@ truncate -s $((boot_mib * MiB)) "$fat"
 mkfs.vfat -F 32 -n bootfs -i 6e657462 "$fat" >/dev/null 2>&1
 export MTOOLS_SKIP_CHECK=1
 mmd -i "$fat" ::/overlays
-for f in config.txt cmdline.txt start4.elf fixup4.dat kernel8.img bcm2711-rpi-4-b.dtb LICENCE.broadcom issue.txt; do
+for f in config.txt cmdline.txt start4.elf fixup4.dat kernel8.img initramfs8 user-data bcm2711-rpi-4-b.dtb LICENCE.broadcom issue.txt; do
   mcopy -m -i "$fat" "$work/boot/$f" "::/$f"
 done
 for f in vc4-kms-v3d.dtbo disable-bt.dtbo README; do

@@ -124,6 +124,43 @@ export function addHost(
   return finish(doc, file, `${existing !== undefined ? 'updated' : 'added'} host ${norm.key} → ${what}`, []);
 }
 
+/**
+ * Adds an image (or updates the fields given of an existing one, keeping its other fields and comments).
+ * The summary says `unchanged` when the text comes out the same.
+ */
+export function addImage(
+  text: string,
+  file: string,
+  name: string,
+  target: { path: string; mode?: 'readwrite' | 'readonly' | 'cow'; export?: string; bootPartition?: number },
+): EditResult {
+  const { doc } = open(text, file);
+  const images = section(doc, 'images');
+  const existing = images.items.find((p) => p.key instanceof Scalar && String(p.key.value) === name);
+  const fields: Record<string, string> = { path: target.path };
+  if (target.mode !== undefined) fields.mode = target.mode;
+  if (target.export !== undefined) fields.export = target.export;
+  if (target.bootPartition !== undefined) fields.bootPartition = String(target.bootPartition);
+  let summary: string;
+  if (existing && isMap(existing.value)) {
+    const node = existing.value as YAMLMap;
+    for (const [k, v] of Object.entries(fields)) {
+      const cur = node.get(k);
+      if (cur === undefined || String(cur instanceof Scalar ? cur.value : cur) !== v) node.set(k, v);
+    }
+    summary = `updated image ${name} → ${target.path}`;
+  } else if (existing) {
+    existing.value = flowMap(doc, fields);
+    summary = `updated image ${name} → ${target.path}`;
+  } else {
+    images.add(doc.createPair(keyScalar(name), flowMap(doc, fields)));
+    summary = `added image ${name} → ${target.path}`;
+  }
+  const result = finish(doc, file, summary, []);
+  if (result.text === text) result.summary = `image ${name} already in the config (unchanged)`;
+  return result;
+}
+
 /** Reads, edits and atomically replaces the config file. */
 export async function editConfigFile(file: string, edit: (text: string) => EditResult): Promise<EditResult> {
   const text = await readFile(file, 'utf8');

@@ -1,0 +1,423 @@
+/**
+ * `netbootd prep` as a library: makes a stock Raspberry Pi OS / Ubuntu / Debian image netbootable on the
+ * image file itself (no root, no loop devices):
+ *
+ * 1. grows the file sparsely to `size` (and fits the partition table: GPT backup moved; optionally the last
+ *    partition's entry grown to the end);
+ * 2. in the boot partition (the first FAT one): rewrites cmdline.txt for a root on NBD, copies files and
+ *    directories in, removes paths, edits cloud-init `user-data`;
+ * 3. adds the image (and a Pi serial) to the netbootd YAML, keeping its comments.
+ *
+ * Every change is reported as one line; `dryRun` reports them and writes nothing (the image is opened
+ * read-only). A second run with the same options changes nothing: files whose bytes would stay the same
+ * are not rewritten (so their timestamps stay too).
+ */
+import fs from 'node:fs';
+import { readFile, stat, truncate, writeFile, rename, readdir } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { FileBlockDevice, flushDevice, type BlockDevice } from '../disk/blockdev.js';
+import { openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
+import { FatVolume } from '../fat/volume.js';
+import { FatWriter } from '../fat/writer.js';
+import { addImage, addPi } from '../config/edit.js';
+import { NetbootError, NotFoundError } from '../util/errors.js';
+import type { FileSource } from '../util/source.js';
+import { existingNbdroot, rewriteCmdline } from './cmdline.js';
+import { planGrow } from './grow.js';
+import { addPackages, mergeUserData } from './userdata.js';
+
+export class PrepError extends NetbootError {}
+
+export interface PrepOptions {
+  image: string;
+  /** Grow the image file to this many bytes (rounded up to whole MiB). */
+  size?: number;
+  /** Also grow the last partition's entry to the new end. */
+  growPartition?: boolean;
+  serial?: string;
+  exportName?: string;
+  server?: string;
+  bootPartition?: number;
+  rootPartition?: number;
+  /** Host files or directories to put into the boot partition: `PATH` (→ /basename) or `PATH:/dest`. */
+  copy?: string[];
+  /** Paths to delete from the boot partition (files or whole directories). */
+  remove?: string[];
+  /** The command line file in the boot partition (default cmdline.txt). */
+  cmdline?: string;
+  /** A cloud-init user-data file whose keys are merged into the boot partition's user-data. */
+  userData?: string;
+  /** Packages to add to user-data (with package_update: true). */
+  packages?: string[];
+  /** The netbootd YAML to add the image (and the Pi) to; created when missing. */
+  config?: string;
+  dryRun?: boolean;
+}
+
+export interface PrepResult {
+  /** What was (or, dry run, would be) changed, one line each. */
+  changes: string[];
+  /** Things worth knowing that are not changes (skipped steps). */
+  notes: string[];
+  bootPartition: number;
+  rootPartition: number;
+  exportName: string;
+}
+
+const MiB = 1024 * 1024;
+
+/** The image's name in the config / NBD export by default: the file name without extension, tamed. */
+export function defaultExportName(image: string): string {
+  const base = basename(image).replace(/\.(img|raw|iso|bin)(\.\w+)?$/i, '');
+  const tamed = base.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  return tamed === '' ? 'image' : tamed;
+}
+
+function human(n: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < u.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${u[i]}`;
+}
+
+/** A host file as a FileSource (positional callback reads). */
+export async function hostSource(path: string): Promise<FileSource & { mtime: Date }> {
+  const st = await stat(path);
+  const fd = await new Promise<number>((res, rej) => fs.open(path, 'r', (e, f) => (e ? rej(e) : res(f))));
+  let closed = false;
+  return {
+    size: st.size,
+    mtime: st.mtime,
+    read: (buf, off, len, pos, cb) => fs.read(fd, buf, off, len, pos, (e, n) => cb(e, n)),
+    close: () => {
+      if (!closed) {
+        closed = true;
+        fs.close(fd, () => undefined);
+      }
+    },
+  };
+}
+
+function readSource(src: FileSource, buf: Buffer, len: number, pos: number): Promise<number> {
+  return new Promise((res, rej) => {
+    let got = 0;
+    const step = (): void => {
+      if (got >= len) return res(got);
+      src.read(buf, got, len - got, pos + got, (e, n) => {
+        if (e) return rej(e);
+        if (n === 0) return res(got);
+        got += n;
+        step();
+      });
+    };
+    step();
+  });
+}
+
+/** True when two sources hold the same bytes (compared 1 MiB at a time). */
+async function sameBytes(a: FileSource, b: FileSource): Promise<boolean> {
+  if (a.size !== b.size) return false;
+  const ba = Buffer.allocUnsafe(Math.min(MiB, Math.max(1, a.size)));
+  const bb = Buffer.allocUnsafe(ba.length);
+  for (let pos = 0; pos < a.size; pos += ba.length) {
+    const n = Math.min(ba.length, a.size - pos);
+    const [x, y] = await Promise.all([readSource(a, ba, n, pos), readSource(b, bb, n, pos)]);
+    if (x !== n || y !== n || !ba.subarray(0, n).equals(bb.subarray(0, n))) return false;
+  }
+  return true;
+}
+
+async function readFat(vol: FatVolume, path: string): Promise<Buffer | undefined> {
+  let st;
+  try {
+    st = await vol.stat(path);
+  } catch (e) {
+    if (e instanceof NotFoundError) return undefined;
+    throw e;
+  }
+  if (st.isDirectory) throw new PrepError('EISDIR', `${path} in the boot partition is a directory`);
+  if (st.size > 16 * MiB) throw new PrepError('EFBIG', `${path} in the boot partition is ${st.size} bytes: too big to edit`);
+  const src = await vol.open(path);
+  try {
+    const buf = Buffer.alloc(src.size);
+    await readSource(src, buf, src.size, 0);
+    return buf;
+  } finally {
+    src.close();
+  }
+}
+
+async function isFatPartition(dev: BlockDevice, table: PartitionTable, p: Partition): Promise<boolean> {
+  if (p.extended) return false;
+  try {
+    const vol = await FatVolume.open(openPartition(dev, table, p.number));
+    vol.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Expands `--copy` arguments into (host file, FAT path) pairs and FAT directories to create. */
+export async function expandCopies(copies: readonly string[]): Promise<{ dirs: string[]; files: Array<{ host: string; dest: string }> }> {
+  const dirs: string[] = [];
+  const files: Array<{ host: string; dest: string }> = [];
+  for (const arg of copies) {
+    const m = /^(.*?):(\/.*)$/s.exec(arg);
+    const host = m ? m[1]! : arg;
+    let st;
+    try {
+      st = await stat(host);
+    } catch {
+      throw new PrepError('ENOENT', `--copy ${arg}: ${host}: no such file or directory`);
+    }
+    const dest = m ? m[2]!.replace(/\/+$/, '') || '/' : `/${basename(resolve(host))}`;
+    if (st.isDirectory()) {
+      const walk = async (h: string, d: string, depth: number): Promise<void> => {
+        if (depth > 32) throw new PrepError('ELOOP', `--copy ${arg}: directories nest too deep`);
+        if (d !== '/') dirs.push(d);
+        for (const name of (await readdir(h)).sort()) {
+          const hp = join(h, name);
+          const s = await stat(hp);
+          const dp = d === '/' ? `/${name}` : `${d}/${name}`;
+          if (s.isDirectory()) await walk(hp, dp, depth + 1);
+          else if (s.isFile()) files.push({ host: hp, dest: dp });
+        }
+      };
+      await walk(host, dest, 0);
+    } else if (st.isFile()) {
+      files.push({ host, dest: dest === '/' ? `/${basename(host)}` : dest });
+    } else throw new PrepError('EINVAL', `--copy ${arg}: not a file or directory`);
+  }
+  return { dirs, files };
+}
+
+export async function prepImage(o: PrepOptions): Promise<PrepResult> {
+  const changes: string[] = [];
+  const notes: string[] = [];
+  const img = o.image;
+  let st;
+  try {
+    st = await stat(img);
+  } catch {
+    throw new PrepError('ENOENT', `${img}: no such file`);
+  }
+  if (!st.isFile()) throw new PrepError('EINVAL', `${img}: not a regular file`);
+  if (o.userData !== undefined && o.packages !== undefined && o.packages.length > 0) {
+    throw new PrepError('EINVAL', 'give --user-data or --packages, not both');
+  }
+
+  // 1. Size.
+  let newSize = st.size;
+  if (o.size !== undefined) {
+    const want = Math.ceil(o.size / MiB) * MiB;
+    if (want < st.size) throw new PrepError('EINVAL', `--size ${human(o.size)} is smaller than the image (${human(st.size)}); netbootd prep never shrinks`);
+    newSize = want;
+  }
+  const copies = await expandCopies(o.copy ?? []);
+  const userDataIn = o.userData !== undefined ? await readFile(o.userData, 'utf8').catch(() => {
+    throw new PrepError('ENOENT', `--user-data ${o.userData}: cannot read it`);
+  }) : undefined;
+
+  const before = await FileBlockDevice.open(img, { readOnly: true });
+  let table: PartitionTable;
+  let boot: number;
+  let root: number;
+  let growPlan;
+  try {
+    table = await readPartitionTable(before);
+    if (table.scheme === 'none') throw new PrepError('EINVAL', `${img}: no partition table (prep needs a boot and a root partition)`);
+    // 2. Partitions.
+    if (o.bootPartition !== undefined) {
+      const p = table.partitions.find((x) => x.number === o.bootPartition);
+      if (!p || !(await isFatPartition(before, table, p))) throw new PrepError('EINVAL', `${img}: partition ${o.bootPartition} is not a FAT partition`);
+      boot = o.bootPartition;
+    } else {
+      let found: number | undefined;
+      for (const p of table.partitions) {
+        if (await isFatPartition(before, table, p)) {
+          found = p.number;
+          break;
+        }
+      }
+      if (found === undefined) throw new PrepError('ENOENT', `${img}: no FAT partition (give --boot-partition)`);
+      boot = found;
+    }
+    if (o.rootPartition !== undefined) {
+      if (!table.partitions.some((x) => x.number === o.rootPartition && !x.extended)) throw new PrepError('EINVAL', `${img}: there is no partition ${o.rootPartition}`);
+      root = o.rootPartition;
+    } else {
+      const linux = (p: Partition): boolean => p.type === '83' || /^Linux (filesystem|root)/.test(p.typeName);
+      const others = table.partitions.filter((p) => p.number !== boot && !p.extended);
+      const r = others.find(linux) ?? others[0];
+      if (!r) throw new PrepError('ENOENT', `${img}: no root partition besides the boot partition ${boot} (give --root-partition)`);
+      root = r.number;
+    }
+    if (newSize > st.size) {
+      changes.push(`${img}: grow the file from ${human(st.size)} to ${human(newSize)} (sparse)`);
+    }
+    growPlan = await planGrow(before, table, newSize, o.growPartition ?? false);
+    for (const c of growPlan.changes) changes.push(`${img}: ${c}`);
+  } finally {
+    await before.close();
+  }
+
+  // The FAT edits, planned on a read-only view first (that is the dry run), then applied.
+  const planDev = await FileBlockDevice.open(img, { readOnly: true });
+  const fatName = `${img}:${boot}`;
+  let vol: FatVolume;
+  const edits: Array<{ line: string; apply: (w: FatWriter) => Promise<void> }> = [];
+  let exportName: string;
+  try {
+    vol = await FatVolume.open(openPartition(planDev, table, boot), { name: fatName });
+    // cmdline.txt
+    const cmdPath = `/${(o.cmdline ?? 'cmdline.txt').replace(/^\/+/, '')}`;
+    const cmdOld = await readFat(vol, cmdPath);
+    const prior = cmdOld ? existingNbdroot(cmdOld.toString('utf8')) : undefined;
+    exportName = o.exportName ?? prior?.exportName ?? defaultExportName(img);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(exportName)) {
+      throw new PrepError('EINVAL', `--export ${exportName}: use letters, digits, '.', '_' or '-' (at most 64)`);
+    }
+    if (cmdOld === undefined) {
+      if (o.cmdline !== undefined) throw new PrepError('ENOENT', `${fatName}:${cmdPath}: no such file`);
+      notes.push(`${fatName}:${cmdPath}: not present (not a Raspberry Pi image?): no command line rewritten`);
+    } else {
+      const server = o.server ?? prior?.server;
+      if (server === undefined || server === '') throw new PrepError('EINVAL', `--server HOST is needed to write nbdroot= into ${cmdPath}`);
+      const text = cmdOld.toString('utf8');
+      const next = rewriteCmdline(text, { server, exportName, rootPartition: root });
+      if (next !== text) {
+        const data = Buffer.from(next, 'utf8');
+        edits.push({ line: `${fatName}:${cmdPath}: ${text.trim()}  →  ${next.trim()}`, apply: (w) => w.writeFile(cmdPath, data) });
+      }
+    }
+    // --remove
+    for (const r of o.remove ?? []) {
+      const p = `/${r.replace(/^\/+/, '')}`;
+      let exists = true;
+      try {
+        await vol.stat(p);
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+        exists = false;
+      }
+      if (p === '/') throw new PrepError('EINVAL', '--remove /: refusing to empty the boot partition');
+      if (exists) edits.push({ line: `${fatName}:${p}: remove`, apply: (w) => w.removeTree(p) });
+      else notes.push(`${fatName}:${p}: not present, nothing to remove`);
+    }
+    // --copy
+    for (const d of copies.dirs) {
+      let isDir = false;
+      try {
+        isDir = (await vol.stat(d)).isDirectory;
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+      }
+      if (!isDir) edits.push({ line: `${fatName}:${d}/: create directory`, apply: (w) => w.mkdir(d, { parents: true }) });
+    }
+    for (const f of copies.files) {
+      const src = await hostSource(f.host);
+      try {
+        let same = false;
+        try {
+          const st2 = await vol.stat(f.dest);
+          if (!st2.isDirectory && st2.size === src.size) {
+            const cur = await vol.open(f.dest);
+            try {
+              same = await sameBytes(cur, src);
+            } finally {
+              cur.close();
+            }
+          }
+        } catch (e) {
+          if (!(e instanceof NotFoundError)) throw e;
+        }
+        if (!same) {
+          edits.push({
+            line: `${fatName}:${f.dest}: copy ${f.host} (${src.size} bytes)`,
+            apply: async (w) => {
+              const s = await hostSource(f.host);
+              try {
+                await w.writeFile(f.dest, s, { mtime: s.mtime });
+              } finally {
+                s.close();
+              }
+            },
+          });
+        }
+      } finally {
+        src.close();
+      }
+    }
+    // user-data
+    if (userDataIn !== undefined || (o.packages !== undefined && o.packages.length > 0)) {
+      const old = await readFat(vol, '/user-data');
+      const text = old?.toString('utf8') ?? '';
+      const next = userDataIn !== undefined ? mergeUserData(text, userDataIn) : addPackages(text, o.packages!);
+      if (next !== text) {
+        const what = userDataIn !== undefined ? `merge ${o.userData}` : `add packages ${o.packages!.join(', ')} (package_update: true)`;
+        const data = Buffer.from(next, 'utf8');
+        edits.push({ line: `${fatName}:/user-data: ${old ? '' : 'create, '}${what}`, apply: (w) => w.writeFile('/user-data', data) });
+      }
+    }
+    vol.close();
+  } finally {
+    await planDev.close();
+  }
+  for (const e of edits) changes.push(e.line);
+
+  // Config.
+  let configText: string | undefined;
+  let configNew: string | undefined;
+  if (o.config !== undefined) {
+    configText = await readFile(o.config, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return '';
+      throw new PrepError('EIO', `${o.config}: ${e.message}`);
+    });
+    const abs = resolve(img);
+    const ri = addImage(configText, o.config, exportName, { path: abs, ...(o.bootPartition !== undefined ? { bootPartition: boot } : {}) });
+    let text = ri.text;
+    if (ri.text !== configText) changes.push(`${o.config}: ${ri.summary}`);
+    if (o.serial !== undefined) {
+      const rp = addPi(text, o.config, o.serial, exportName);
+      if (rp.text !== text) changes.push(`${o.config}: ${rp.summary}`);
+      for (const w of rp.warnings) notes.push(`${o.config}: ${w}`);
+      text = rp.text;
+    }
+    if (text !== configText) configNew = text;
+  } else if (o.serial !== undefined) {
+    notes.push('--serial is used with --config (it adds the Pi to the netbootd YAML): ignored');
+  }
+
+  const result: PrepResult = { changes, notes, bootPartition: boot, rootPartition: root, exportName };
+  if (o.dryRun || changes.length === 0) return result;
+
+  // Apply: file size, partition table, FAT edits, config.
+  if (newSize > st.size) await truncate(img, newSize);
+  const dev = await FileBlockDevice.open(img);
+  try {
+    await growPlan.apply(dev);
+    if (edits.length > 0) {
+      const t2 = await readPartitionTable(dev);
+      const w = await FatWriter.open(openPartition(dev, t2, boot), { name: fatName });
+      try {
+        for (const e of edits) await e.apply(w);
+      } finally {
+        w.close();
+      }
+    }
+    await flushDevice(dev);
+  } finally {
+    await dev.close();
+  }
+  if (configNew !== undefined && o.config !== undefined) {
+    const tmp = `${o.config}.netbootd-${process.pid}.tmp`;
+    await writeFile(tmp, configNew, { mode: 0o644 });
+    await rename(tmp, o.config);
+  }
+  return result;
+}
