@@ -4,6 +4,8 @@
  */
 import { Command } from 'commander';
 import { registerImageCommands } from './image.js';
+import { registerPrepCommand } from './prep.js';
+import { registerFsCommands } from './fs.js';
 
 const program = new Command();
 program
@@ -11,6 +13,8 @@ program
   .description('Network-boot PCs and Raspberry Pis from disk images: proxy DHCP, TFTP and NBD in one daemon')
   .version('0.1.0');
 registerImageCommands(program);
+registerPrepCommand(program);
+registerFsCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`netbootd: ${e instanceof Error ? e.message : String(e)}\n`);
