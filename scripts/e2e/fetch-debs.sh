@@ -27,6 +27,13 @@ if [ -f "$root/.complete" ]; then
   exit 0
 fi
 
+# One fetch at a time (a test run and a benchmark may start together on a fresh machine).
+exec 9>"$CACHE/.lock"
+flock 9
+if [ -f "$root/.complete" ]; then
+  echo "$root"
+  exit 0
+fi
 tmp=$(mktemp -d "$CACHE/fetch.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 chmod 755 "$tmp"
