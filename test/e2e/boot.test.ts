@@ -40,19 +40,21 @@ for (const stackName of STACKS) {
   const skip = stackName === 'netbootd' && !daemonAvailable() ? DAEMON_MISSING : false;
 
   describe(`e2e PC boots through the ${STACK_TITLES[stackName]}`, { skip }, () => {
-    const work = mkdtempSync(join(tmpdir(), `netbootd-e2e-${stackName}-`));
+    let workDir: string | undefined;
+    const work = (): string => (workDir ??= mkdtempSync(join(tmpdir(), `netbootd-e2e-${stackName}-`)));
     let topo: Topology | undefined;
     let taps = 0;
     after(async () => {
       await topo?.destroy();
-      if (process.env.E2E_KEEP) console.log(`[e2e] kept ${work} (E2E_KEEP)`);
-      else rmSync(work, { recursive: true, force: true });
+      if (!workDir) return;
+      if (process.env.E2E_KEEP) console.log(`[e2e] kept ${workDir} (E2E_KEEP)`);
+      else rmSync(workDir, { recursive: true, force: true });
     });
 
     async function setup(name: string): Promise<{ art: Artifacts; topo: Topology; dir: string }> {
       const art = await sharedArtifacts();
-      topo ??= await createTopology(`e2e${stackName[0]}`, work);
-      const dir = join(work, name);
+      topo ??= await createTopology(`e2e${stackName[0]}`, work());
+      const dir = join(work(), name);
       mkdirSync(dir, { recursive: true });
       return { art, topo, dir };
     }

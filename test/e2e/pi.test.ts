@@ -45,26 +45,28 @@ for (const stackName of STACKS) {
   const skip = stackName === 'netbootd' && !daemonAvailable() ? DAEMON_MISSING : false;
 
   describe(`e2e Raspberry Pi (scripted bootloader) through the ${STACK_TITLES[stackName]}`, { skip }, () => {
-    const work = mkdtempSync(join(tmpdir(), `netbootd-e2e-pi-${stackName}-`));
+    let workDir: string | undefined;
+    const work = (): string => (workDir ??= mkdtempSync(join(tmpdir(), `netbootd-e2e-pi-${stackName}-`)));
     let topo: Topology | undefined;
     after(async () => {
       await topo?.destroy();
-      if (process.env.E2E_KEEP) console.log(`[e2e] kept ${work} (E2E_KEEP)`);
-      else rmSync(work, { recursive: true, force: true });
+      if (!workDir) return;
+      if (process.env.E2E_KEEP) console.log(`[e2e] kept ${workDir} (E2E_KEEP)`);
+      else rmSync(workDir, { recursive: true, force: true });
     });
 
     test('Pi 4 and Pi 5: DHCP, TFTP boot files byte-exact from the FAT, size probe, unknown serial, NBD superblock',
       { timeout: 300_000 }, async (t) => {
         if (!e2eReady(t, ['nbdcopy', 'openssl'])) return;
-        const image = join(work, 'pi.img');
+        const image = join(work(), 'pi.img');
         await run('bash', [join(SCRIPTS, 'build-pi-disk.sh'), image, '--server', SERVER_ADDRESS, '--export', PI_EXPORT]);
         const fat = await fatFiles(image, 1);
-        topo = await createTopology(`e2ep${stackName[0]}`, work);
+        topo = await createTopology(`e2ep${stackName[0]}`, work());
         const pi4 = await topo.lab.addHost('pi4', { mac: PI4.mac });
         const pi5 = await topo.lab.addHost('pi5', { mac: PI5.mac });
         // An unconfigured interface still needs a route for its 0.0.0.0 → 255.255.255.255 DISCOVERs.
         for (const h of [pi4, pi5]) await topo.lab.exec(h, 'ip', ['route', 'add', '255.255.255.255/32', 'dev', 'eth0']);
-        const dir = join(work, stackName);
+        const dir = join(work(), stackName);
         mkdirSync(dir, { recursive: true });
         const stack = await startStack(stackName, { topo, image, exportName: PI_EXPORT, hosts: [], pis: [PI4.serial, PI5.serial], workDir: dir });
         t.after(() => stack.stop());
