@@ -40,6 +40,26 @@ export interface BlockDevice {
    * `position` (they may cover only a prefix). Devices without it are reported fully allocated.
    */
   blockStatus?(position: number, length: number, cb: AllocationCallback): void;
+  /** Optional vectored read: fills `bufs` in order from the consecutive bytes at `position`. */
+  readv?(bufs: Buffer[], position: number, cb: IoCallback): void;
+  /** Optional vectored write: writes `bufs` in order as consecutive bytes at `position` (one announcement). */
+  writev?(bufs: Buffer[], position: number, cb: IoCallback): void;
+}
+
+/** Total length of a buffer list. */
+export function totalLength(bufs: readonly Buffer[]): number {
+  let n = 0;
+  for (const b of bufs) n += b.length;
+  return n;
+}
+
+/** The buffer list without its first `n` bytes (views, no copies). */
+export function skipBytes(bufs: readonly Buffer[], n: number): Buffer[] {
+  let i = 0;
+  while (i < bufs.length && n >= bufs[i]!.length) n -= bufs[i++]!.length;
+  const rest = bufs.slice(i);
+  if (rest.length && n > 0) rest[0] = rest[0]!.subarray(n);
+  return rest;
 }
 
 /** Checks a request against a device; returns the error to report, or null. */
@@ -148,6 +168,52 @@ export class FileBlockDevice implements BlockDevice {
         return cb(err);
       }
       this.writeLoop(buf, offset + n, length - n, position + n, start, total, cb);
+    });
+  }
+
+  readv(bufs: Buffer[], position: number, cb: IoCallback): void {
+    const length = totalLength(bufs);
+    const bad = this.closed ? new IoError('EBADF', `${this.name}: closed`) : checkRange(this, length, position);
+    if (bad) return process.nextTick(cb, bad);
+    this.readvLoop(bufs, length, position, cb);
+  }
+
+  private readvLoop(bufs: Buffer[], length: number, position: number, cb: IoCallback): void {
+    if (length === 0) return process.nextTick(cb, null);
+    fs.readv(this.fd, bufs, position, (err, n) => {
+      if (err) return cb(err);
+      if (n === length) return cb(null);
+      if (n === 0) {
+        for (const b of bufs) b.fill(0); // the file shrank under us: the rest reads as zeros
+        return cb(null);
+      }
+      this.readvLoop(skipBytes(bufs, n), length - n, position + n, cb);
+    });
+  }
+
+  writev(bufs: Buffer[], position: number, cb: IoCallback): void {
+    const length = totalLength(bufs);
+    if (this.closed) return process.nextTick(cb, new IoError('EBADF', `${this.name}: closed`));
+    if (this.readOnly) return process.nextTick(cb, new IoError('EPERM', `${this.name}: read-only`));
+    if (position + length > this.size && Number.isSafeInteger(position) && position >= 0) {
+      return process.nextTick(cb, new IoError('ENOSPC', `${this.name}: write ${position}+${length} past the end (${this.size} bytes)`));
+    }
+    const bad = checkRange(this, length, position);
+    if (bad) return process.nextTick(cb, bad);
+    this.writevLoop(bufs, length, position, position, length, cb);
+  }
+
+  private writevLoop(bufs: Buffer[], length: number, position: number, start: number, total: number, cb: IoCallback): void {
+    if (length === 0) {
+      if (total > 0) this.emitter.emit(start, total);
+      return cb(null);
+    }
+    fs.writev(this.fd, bufs, position, (err, n) => {
+      if (err || n === 0) {
+        if (position > start) this.emitter.emit(start, position - start);
+        return cb(err ?? new IoError('EIO', `${this.name}: write made no progress at ${position}`));
+      }
+      this.writevLoop(skipBytes(bufs, n), length - n, position + n, start, total, cb);
     });
   }
 

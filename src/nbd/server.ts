@@ -132,11 +132,16 @@ interface Req {
   handleLo: number;
   offset: number;
   length: number;
+  /** WRITE payload lying inside one socket chunk (a view). */
   payload: Buffer | null;
-  /** The payload came from the pool (gathered), not a view of a socket chunk. */
-  pooled: boolean;
+  /** WRITE payload spread over several socket chunks (views, in order; never copied together). */
+  parts: Buffer[] | null;
   cost: number;
 }
+
+/** Most requests / bytes merged into one vectored disk operation. */
+const MAX_GROUP_REQUESTS = 64;
+const MAX_GROUP_BYTES = 8 << 20;
 
 class Connection {
   onClosed: () => void = () => {};
@@ -180,6 +185,8 @@ class Connection {
   private flushOnEnd = false;
   private parsing = false;
   private pending: Buffer[] = [];
+  private batch: Req[] = [];
+  private batchScheduled = false;
 
   // stats
   private bytesRead = 0;
@@ -651,7 +658,7 @@ class Connection {
         // Gathering a write payload.
         const need = w.length - this.wfill;
         const n = need < avail ? need : avail;
-        chunk.copy(w.payload!, this.wfill, pos, pos + n);
+        w.parts!.push(chunk.subarray(pos, pos + n));
         this.wfill += n;
         this.curPos = pos + n;
         this.bytesWritten += n;
@@ -680,7 +687,7 @@ class Connection {
         hoff = 0;
       }
       this.curPos = pos;
-      const r: Req = { flags: 0, type: 0, handleHi: 0, handleLo: 0, offset: 0, length: 0, payload: null, pooled: false, cost: 0 };
+      const r: Req = { flags: 0, type: 0, handleHi: 0, handleLo: 0, offset: 0, length: 0, payload: null, parts: null, cost: 0 };
       if (!P.parseRequestInto(hbuf, hoff, r)) {
         this.srv.warn(this.log, `magic:${this.client.address}`, { export: this.exp?.name }, 'nbd bad request magic; closing');
         this.cur = null;
@@ -702,10 +709,11 @@ class Connection {
           this.bytesWritten += r.length;
           this.dispatch(r);
         } else {
-          r.payload = this.srv.pool.get(r.length);
-          r.pooled = true;
+          r.parts = left > 0 ? [chunk.subarray(pos)] : [];
+          this.curPos = chunk.length;
+          this.bytesWritten += left;
           this.wreq = r;
-          this.wfill = 0;
+          this.wfill = left;
           // Count the payload as in flight now so a slow sender cannot make us hold many big buffers.
           r.cost = r.length;
           this.inflight++;
@@ -742,14 +750,14 @@ class Connection {
     const dev = this.dev!;
     switch (r.type) {
       case P.CMD_READ:
-        return this.doRead(r, dev);
       case P.CMD_WRITE:
-        dev.write(r.payload!, 0, r.length, r.offset, (e) => {
-          if (r.pooled) this.srv.pool.put(r.payload!);
-          r.payload = null;
-          if (e) return this.ioFail(r, e);
-          this.afterWrite(r, dev);
-        });
+        // Submitted at the end of this event-loop turn, so that contiguous requests that arrived
+        // together go to the disk as one vectored operation.
+        this.batch.push(r);
+        if (!this.batchScheduled) {
+          this.batchScheduled = true;
+          setImmediate(this.flushBatch);
+        }
         return;
       case P.CMD_FLUSH:
         dev.flush((e) => (e ? this.ioFail(r, e) : this.ok(r)));
@@ -812,6 +820,107 @@ class Connection {
       return { errno: P.NBD_EINVAL, message: 'no metadata context negotiated' };
     }
     return null;
+  }
+
+  private readonly flushBatch = (): void => {
+    this.batchScheduled = false;
+    const batch = this.batch;
+    this.batch = [];
+    const dev = this.dev!;
+    let i = 0;
+    while (i < batch.length) {
+      const first = batch[i]!;
+      const read = first.type === P.CMD_READ;
+      let j = i + 1;
+      if (read ? dev.readv : dev.writev) {
+        let end = first.offset + first.length;
+        let bytes = first.length;
+        while (j < batch.length && j - i < MAX_GROUP_REQUESTS) {
+          const r = batch[j]!;
+          if (r.type !== first.type || r.offset !== end || bytes + r.length > MAX_GROUP_BYTES) break;
+          end += r.length;
+          bytes += r.length;
+          j++;
+        }
+      }
+      if (read) {
+        if (j === i + 1) this.doRead(first, dev);
+        else this.readGroup(batch.slice(i, j), dev);
+      } else {
+        this.writeGroup(batch.slice(i, j), dev);
+      }
+      i = j;
+    }
+  };
+
+  /** Contiguous READs as one readv straight into their reply buffers. */
+  private readGroup(group: Req[], dev: BlockDevice): void {
+    const hl = this.structured ? P.OFFSET_DATA_PREFIX : P.SIMPLE_REPLY_LENGTH;
+    const outs = group.map((r) => this.srv.pool.get(hl + r.length));
+    const views = outs.map((o, k) => o.subarray(hl, hl + group[k]!.length));
+    dev.readv!(views, group[0]!.offset, (e) => {
+      for (let k = 0; k < group.length; k++) {
+        const r = group[k]!;
+        const out = outs[k]!;
+        if (e) {
+          this.srv.pool.put(out);
+          this.ioFail(r, e);
+          continue;
+        }
+        if (this.structured) P.writeOffsetDataPrefix(out, 0, P.REPLY_FLAG_DONE, r.handleHi, r.handleLo, r.offset, r.length);
+        else P.writeSimpleReply(out, 0, 0, r.handleHi, r.handleLo);
+        this.bytesRead += r.length;
+        this.complete(r, out, out.length >= BufferPool.MIN_SIZE);
+      }
+    });
+  }
+
+  /** WRITEs: contiguous ones (and payloads spread over socket chunks) as one writev, no copying. */
+  private writeGroup(group: Req[], dev: BlockDevice): void {
+    const done = (e: Error | null): void => {
+      let fua = false;
+      for (const r of group) {
+        r.payload = null;
+        r.parts = null;
+        if (r.flags & P.CMD_FLAG_FUA) fua = true;
+      }
+      if (e) {
+        for (const r of group) this.ioFail(r, e);
+        return;
+      }
+      if (!fua) {
+        for (const r of group) this.ok(r);
+        return;
+      }
+      dev.flush((e2) => {
+        for (const r of group) {
+          if (e2) this.ioFail(r, e2);
+          else this.ok(r);
+        }
+      });
+    };
+    const first = group[0]!;
+    if (group.length === 1 && first.payload) {
+      dev.write(first.payload, 0, first.length, first.offset, done);
+      return;
+    }
+    if (dev.writev) {
+      const bufs: Buffer[] = [];
+      for (const r of group) {
+        if (r.payload) bufs.push(r.payload);
+        else for (const b of r.parts!) bufs.push(b);
+      }
+      dev.writev(bufs, first.offset, done);
+      return;
+    }
+    // A device without writev (one request here): gather the parts into one pooled buffer.
+    const buf = this.srv.pool.get(first.length);
+    let p = 0;
+    for (const b of first.parts!) p += b.copy(buf, p);
+    dev.write(buf, 0, first.length, first.offset, (e) => {
+      this.srv.pool.put(buf);
+      done(e);
+    });
   }
 
   private doRead(r: Req, dev: BlockDevice): void {
