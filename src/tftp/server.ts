@@ -397,6 +397,8 @@ const enum State {
 
 class Session {
   private sock: dgram.Socket | null = null;
+  private conn: dgram.Socket | null = null;
+  private ready = false;
   private readonly reader: BlockReader;
   private readonly slots: Slot[];
   private readonly ring: number;
@@ -470,21 +472,73 @@ class Session {
     return this.state !== State.Done && Session.requestKey(req) === this.optionKey;
   }
 
+  /**
+   * Two sockets share the transfer's port (SO_REUSEADDR): `conn`, connected to the client, carries the
+   * transfer (a connected UDP socket sends without a per-packet address lookup in node and with a cached
+   * route in the kernel: about a third less CPU per block in lockstep); `sock`, unconnected, receives what
+   * anybody else sends to the port (the kernel prefers the connected socket for the client's packets) and
+   * answers it with ERROR 5. If the second socket cannot be set up, `sock` does everything.
+   * (SO_REUSEADDR lets another local process bind the same ephemeral port too; a local user able to do
+   * that on a boot server has easier ways in, and would still only see strangers' packets.)
+   */
   start(localAddress: string): void {
-    const sock = dgram.createSocket({ type: 'udp4' });
+    const sock = dgram.createSocket({ type: 'udp4', reuseAddr: true });
     this.sock = sock;
     sock.on('error', (e) => this.fail('error', `socket: ${e.message}`));
     sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    sock.bind({ address: localAddress, port: 0 });
     this.timer = setTimeout(this.onTimeoutBound, this.timeoutMs);
     this.fillRing();
+    sock.bind({ address: localAddress, port: 0 }, () => {
+      if (this.state === State.Done) return;
+      let port: number;
+      try {
+        port = sock.address().port;
+      } catch {
+        return this.begin();
+      }
+      const conn = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+      let settled = false;
+      const fallback = (): void => {
+        if (settled) return;
+        settled = true;
+        try {
+          conn.close();
+        } catch {
+          /* not open */
+        }
+        this.begin();
+      };
+      conn.once('error', fallback);
+      conn.bind({ address: localAddress, port }, () => {
+        conn.connect(this.port, this.address, () => {
+          if (settled) return;
+          settled = true;
+          conn.off('error', fallback);
+          if (this.state === State.Done) {
+            conn.close();
+            return;
+          }
+          conn.on('error', (e) => this.fail('error', `socket: ${e.message}`));
+          conn.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+          this.conn = conn;
+          this.begin();
+        });
+      });
+    });
+  }
+
+  /** Sockets ready: the first packet goes out. */
+  private begin(): void {
+    if (this.state === State.Done || this.ready) return;
+    this.ready = true;
     if (this.state === State.Oack) this.sendRaw(this.oackBuf!);
     else this.pump();
   }
 
   private sendRaw(buf: Buffer): void {
     // No per-packet callback: it would cost a trip into JS per datagram; send errors arrive as 'error'.
-    this.sock?.send(buf, 0, buf.length, this.port, this.address);
+    if (this.conn) this.conn.send(buf, 0, buf.length);
+    else this.sock?.send(buf, 0, buf.length, this.port, this.address);
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -537,17 +591,18 @@ class Session {
 
   /** Sends what the window allows of what has been read. */
   private pump(): void {
-    if (this.state !== State.Data) return;
+    if (this.state !== State.Data || !this.ready) return;
     let end = this.base + this.window;
     if (this.lastIndex >= 0 && end > this.lastIndex + 1) end = this.lastIndex + 1;
     if (end > this.readIndex) end = this.readIndex;
     if (this.next >= end) return;
-    const sock = this.sock!;
+    const conn = this.conn;
     while (this.next < end) {
       const i = this.next++;
       const slot = this.slots[i % this.ring]!;
       writeDataHeader(slot.buf, (i + 1) & 0xffff);
-      sock.send(slot.buf, 0, DATA_HEADER + slot.len, this.port, this.address);
+      if (conn) conn.send(slot.buf, 0, DATA_HEADER + slot.len);
+      else this.sock!.send(slot.buf, 0, DATA_HEADER + slot.len, this.port, this.address);
     }
     this.timer?.refresh();
   }
@@ -653,20 +708,26 @@ class Session {
       ...(detail !== undefined ? { detail } : {}),
     };
     const sock = this.sock;
+    const conn = this.conn;
     this.sock = null;
+    this.conn = null;
     const end = (): void => {
       this.onEnd(stats);
       this.doneResolve?.();
     };
-    const closeSock = (): void => {
-      try {
-        sock!.close(end);
-      } catch {
-        end();
+    const closeAll = (): void => {
+      for (const s of [conn, sock]) {
+        try {
+          s?.close();
+        } catch {
+          /* already closed */
+        }
       }
+      end();
     };
-    if (!sock) end();
-    else if (last) sock.send(last, 0, last.length, this.port, this.address, closeSock);
-    else closeSock();
+    if (last && (conn || sock)) {
+      if (conn) conn.send(last, 0, last.length, closeAll);
+      else sock!.send(last, 0, last.length, this.port, this.address, closeAll);
+    } else closeAll();
   }
 }
