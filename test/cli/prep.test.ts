@@ -224,8 +224,9 @@ describe('netbootd prep on a Raspberry Pi OS style image', () => {
       [['prep', img, '--server', 'x', '--packages', 'a', '--user-data', 'f'], /give --user-data or --packages, not both/],
       [['prep', join(dir, 'missing.img'), '--server', 'x'], /missing.img: no such file/],
     ];
-    for (const [args, re] of cases) {
-      const r = await netbootd(args);
+    const results = await Promise.all(cases.map(([args]) => netbootd(args)));
+    for (const [i, [args, re]] of cases.entries()) {
+      const r = results[i]!;
       assert.equal(r.code, 1, args.join(' '));
       assert.match(r.stderr, re);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
