@@ -11,7 +11,16 @@ export class UserDataError extends NetbootError {}
 
 const HEADER = '#cloud-config';
 
+/** `#cloud-config` as the first line. */
+const CLOUD_CONFIG = /^#cloud-config\b/;
+
 function load(text: string, what: string): Document {
+  if (/^## template: *jinja/.test(text)) {
+    throw new UserDataError('EINVAL', `${what} is a jinja template: edit it by hand (a YAML rewrite could break the template); not changed`);
+  }
+  if (text.trim() !== '' && !CLOUD_CONFIG.test(text.replace(/^\uFEFF/, ''))) {
+    throw new UserDataError('EINVAL', `${what} does not start with #cloud-config (a script or MIME multi-part?); not changed`);
+  }
   const doc = parseDocument(text.trim() === '' ? '{}' : text, { keepSourceTokens: false });
   if (doc.errors.length > 0) {
     throw new UserDataError('EINVAL', `${what} is not valid YAML (${doc.errors[0]!.message.split('\n')[0]}); not changed`);
@@ -22,10 +31,9 @@ function load(text: string, what: string): Document {
   return doc;
 }
 
-function finish(doc: Document, original: string): string {
-  let out = doc.toString({ lineWidth: 0 });
-  if (!/^#cloud-config\b/.test(original.trimStart()) && !/^#cloud-config\b/.test(out)) out = `${HEADER}\n${out}`;
-  return out;
+function finish(doc: Document): string {
+  const out = doc.toString({ lineWidth: 0 });
+  return CLOUD_CONFIG.test(out) ? out : `${HEADER}\n${out}`;
 }
 
 function packageName(node: unknown): string | undefined {
@@ -50,7 +58,7 @@ export function addPackages(text: string, packages: readonly string[], what = 'u
       have.add(p);
     }
   }
-  return finish(doc, text);
+  return finish(doc);
 }
 
 /** Merges the top-level keys of `incoming` into `text` (incoming wins; `packages` lists are joined). */
@@ -68,5 +76,5 @@ export function mergeUserData(text: string, incoming: string, what = 'user-data'
     }
     doc.set(key, pair.value);
   }
-  return finish(doc, text.trim() === '' ? incoming : text);
+  return finish(doc);
 }
