@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync, openSync, writeSync, 
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
-import { tmpdir } from 'node:os';
+import { tmpdir, availableParallelism } from 'node:os';
 import { run, which, startProcess } from '../test/helpers/tools.js';
 
 const SIZE_MB = Number(process.env.NBD_BENCH_SIZE_MB ?? 1024);
@@ -59,7 +59,10 @@ async function waitFile(path: string): Promise<void> {
 
 async function startNetbootd(image: string): Promise<Server> {
   const cfg = JSON.stringify([{ name: 'bench', path: image, mode: 'readwrite', shared: true }]);
-  const child = startProcess(process.execPath, [SERVE, cfg, '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // libuv's threadpool sized to the machine (at most 4): on small machines fewer pool threads mean fewer
+  // wake-ups and context switches per request (the daemon applies the same default).
+  const env = { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? String(Math.min(4, availableParallelism())) };
+  const child = startProcess(process.execPath, [SERVE, cfg, '0'], { stdio: ['ignore', 'pipe', 'inherit'], env });
   const port = await new Promise<number>((res, rej) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
