@@ -200,6 +200,9 @@ class Connection {
     this.log = srv.logger.child({ ip: address, port: socket.remotePort });
     this.stream = socket;
     socket.setNoDelay(true);
+    // A netboot client that loses power never says goodbye: keepalive finds the dead connection so its
+    // writer slot and overlay are released.
+    socket.setKeepAlive(true, 30_000);
     socket.on('error', (e) => this.onError(e));
     socket.on('close', () => this.onClose());
     this.attach(socket);
