@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { registerImageCommands } from './image.js';
 import { registerPrepCommand } from './prep.js';
 import { registerFsCommands } from './fs.js';
+import { registerServeCommands } from './serve.js';
 
 const program = new Command();
 program
@@ -15,6 +16,7 @@ program
 registerImageCommands(program);
 registerPrepCommand(program);
 registerFsCommands(program);
+registerServeCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`netbootd: ${e instanceof Error ? e.message : String(e)}\n`);

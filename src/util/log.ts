@@ -19,7 +19,35 @@ export function createLogger(opts: LogOptions = {}): Logger {
   if (opts.destination) {
     return pino({ level, base: undefined }, opts.destination as unknown as pino.DestinationStream);
   }
+  if (opts.pretty) return pino({ level, base: undefined }, prettyStream(process.stdout));
   return pino({ level, base: undefined }, pino.destination({ dest: 1, sync: false }));
+}
+
+const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
+
+/** One pino JSON line as a human-readable line: `12:00:01 INFO  tftp file sent ip=… path=…`. */
+export function prettyLine(json: string): string {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const { time, level, msg, component, ...rest } = o;
+  const t = typeof time === 'number' ? new Date(time).toISOString().slice(11, 19) : '';
+  const fields = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === 'string' && !/[\s"]/.test(v) ? v : JSON.stringify(v)}`)
+    .join(' ');
+  return `${t} ${LEVELS[level as number] ?? String(level)} ${component ? `${String(component)}: ` : ''}${String(msg ?? '')}${fields ? `  ${fields}` : ''}`;
+}
+
+/** A pino destination that writes human-readable lines (for a terminal; journald gets JSON). */
+export function prettyStream(out: NodeJS.WritableStream): pino.DestinationStream {
+  return {
+    write(chunk: string): void {
+      for (const line of chunk.split('\n')) if (line) out.write(`${prettyLine(line)}\n`);
+    },
+  };
 }
 
 /** A logger that discards everything (library code given no logger). */

@@ -1,0 +1,128 @@
+/** `netbootd serve`, `status`, `add-pi`, `add-host`: the daemon and its config from the command line. */
+import type { Command } from 'commander';
+import { Daemon } from '../daemon.js';
+import { addHost, addPi, editConfigFile } from '../config/edit.js';
+import { loadConfig } from '../config/load.js';
+import { columns } from './image.js';
+
+export const DEFAULT_CONFIG = '/etc/netbootd/netbootd.yaml';
+
+export function registerServeCommands(program: Command): void {
+  program
+    .command('serve')
+    .description('run the daemon: proxy DHCP, TFTP and NBD from the images in the config')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .option('--no-watch', 'do not reload when the config file changes (SIGHUP still reloads)')
+    .action(async (opts: { config: string; watch: boolean }) => {
+      const daemon = new Daemon({ configPath: opts.config, watch: opts.watch });
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) {
+          process.stderr.write(`netbootd: ${signal} again, exiting now\n`);
+          process.exit(1);
+        }
+        stopping = true;
+        const force = setTimeout(() => {
+          process.stderr.write('netbootd: shutdown took more than 10 s, exiting\n');
+          process.exit(1);
+        }, 10_000);
+        force.unref();
+        daemon.stop().then(
+          () => process.exit(0),
+          (e: unknown) => {
+            process.stderr.write(`netbootd: shutdown failed: ${(e as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGHUP', () => void daemon.reload('SIGHUP'));
+      await daemon.start();
+    });
+
+  program
+    .command('status')
+    .description('show clients, transfers and NBD connections of the running daemon')
+    .option('-c, --config <file>', 'config file (for the status address and port)', DEFAULT_CONFIG)
+    .option('--url <url>', 'status endpoint, instead of the one in the config')
+    .option('--json', 'print the raw JSON')
+    .action(async (opts: { config: string; url?: string; json?: boolean }) => {
+      let url = opts.url;
+      if (!url) {
+        const loaded = await loadConfig(opts.config);
+        const s = loaded.ok ? loaded.config.status : { address: '127.0.0.1', port: 9810 };
+        url = `http://${s.address === '0.0.0.0' ? '127.0.0.1' : s.address}:${s.port}`;
+      }
+      let body: StatusJson;
+      try {
+        const res = await fetch(`${url.replace(/\/$/, '')}/status`);
+        body = (await res.json()) as StatusJson;
+      } catch (e) {
+        throw new Error(`cannot reach the daemon at ${url} (${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}); is it running?`);
+      }
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write(formatStatus(body));
+    });
+
+  program
+    .command('add-pi')
+    .description('add (or update) a Raspberry Pi in the config, keeping its comments')
+    .argument('<serial>', 'serial as in /proc/cpuinfo')
+    .requiredOption('--image <name>', 'image it boots')
+    .option('--partition <n>', 'boot partition, when not the image\'s', (v) => Number.parseInt(v, 10))
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .action(async (serial: string, opts: { image: string; partition?: number; config: string }) => {
+      const r = await editConfigFile(opts.config, (text) => addPi(text, opts.config, serial, opts.image, opts.partition));
+      for (const w of r.warnings) process.stderr.write(`netbootd: warning: ${w}\n`);
+      process.stdout.write(`${r.summary} in ${opts.config} (a running daemon picks it up by itself)\n`);
+    });
+
+  program
+    .command('add-host')
+    .description('add (or update) a PC by MAC address in the config, keeping its comments')
+    .argument('<mac>', 'MAC address, e.g. 52:54:00:aa:bb:01')
+    .option('--image <name>', 'image whose boot partition TFTP serves')
+    .option('--tftp-root <dir>', 'directory TFTP serves instead of an image')
+    .option('--boot-file <file>', 'boot file for every firmware type (default: pxelinux.0 / syslinux.efi)')
+    .option('--name <name>', 'a name for logs')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .action(async (mac: string, opts: { image?: string; tftpRoot?: string; bootFile?: string; name?: string; config: string }) => {
+      const target = {
+        ...(opts.image !== undefined ? { image: opts.image } : {}),
+        ...(opts.tftpRoot !== undefined ? { tftpRoot: opts.tftpRoot } : {}),
+        ...(opts.bootFile !== undefined ? { bootFile: opts.bootFile } : {}),
+        ...(opts.name !== undefined ? { name: opts.name } : {}),
+      };
+      const r = await editConfigFile(opts.config, (text) => addHost(text, opts.config, mac, target));
+      process.stdout.write(`${r.summary} in ${opts.config} (a running daemon picks it up by itself)\n`);
+    });
+}
+
+interface StatusJson {
+  uptimeS: number;
+  config: string;
+  clients: Array<{ ip: string; mac?: string; serial?: string; client?: string; firmware?: string; lastSeen: string; lastBoot?: string; lastFile?: string }>;
+  tftp: { active: number; served: number; notFound: number; failed: number; recent?: Array<{ address: string; path: string; bytes: number; rate: number; outcome: string }> } | null;
+  nbd: { connections: number } | null;
+}
+
+export function formatStatus(s: StatusJson): string {
+  const out: string[] = [];
+  out.push(`netbootd up ${s.uptimeS}s, config ${s.config}`);
+  if (s.tftp) out.push(`TFTP: ${s.tftp.active} active, ${s.tftp.served} served, ${s.tftp.notFound} not found, ${s.tftp.failed} failed`);
+  if (s.nbd) out.push(`NBD: ${s.nbd.connections} connections`);
+  out.push('');
+  if (s.clients.length === 0) out.push('no clients seen yet');
+  else {
+    const rows = [['IP', 'MAC', 'SERIAL', 'NAME', 'FIRMWARE', 'LAST BOOT', 'LAST FILE']];
+    for (const c of s.clients) {
+      rows.push([c.ip, c.mac ?? '-', c.serial ?? '-', c.client ?? '-', c.firmware ?? '-', c.lastBoot?.replace('T', ' ').slice(0, 19) ?? '-', c.lastFile ?? '-']);
+    }
+    out.push(columns(rows).trimEnd());
+  }
+  return `${out.join('\n')}\n`;
+}

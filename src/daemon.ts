@@ -1,0 +1,272 @@
+/**
+ * The daemon: config → registry → servers. Reload (SIGHUP or a change of the config file) builds a new
+ * registry snapshot and swaps it in; the servers hold delegates that always ask the current snapshot,
+ * so running transfers and NBD connections keep going. Stop drains: no new requests, transfers aborted
+ * or finished, NBD writes flushed, images closed.
+ */
+import fs from 'node:fs';
+import { formatIssue, loadConfig } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { ProxyDhcpServer } from './dhcp/server.js';
+import type { PxeClientInfo } from './dhcp/pxe.js';
+import { NbdServer } from './nbd/server.js';
+import type { ExportProvider, NbdClient } from './nbd/exports.js';
+import { ClientTable, clientFields } from './registry/clients.js';
+import { ImagePool } from './registry/pool.js';
+import { Registry } from './registry/registry.js';
+import { StatusServer } from './status/server.js';
+import { TftpServer, type TransferStats } from './tftp/server.js';
+import type { ResolveRequest, TftpResolver } from './tftp/resolver.js';
+import { NetbootError } from './util/errors.js';
+import { createLogger, type Logger } from './util/log.js';
+import { MetricsRegistry } from './util/metrics.js';
+
+export class ConfigInvalidError extends NetbootError {}
+
+export interface DaemonOptions {
+  configPath: string;
+  logger?: Logger;
+  /** Watch the config file and reload on change (default true). */
+  watch?: boolean;
+}
+
+export class Daemon {
+  readonly clients = new ClientTable();
+  readonly metrics = new MetricsRegistry();
+  readonly startedAt = Date.now();
+  private registry!: Registry;
+  private pool!: ImagePool;
+  private log!: Logger;
+  private tftp: TftpServer | null = null;
+  private nbd: NbdServer | null = null;
+  private dhcp: ProxyDhcpServer | null = null;
+  private status: StatusServer | null = null;
+  private watcher: fs.FSWatcher | null = null;
+  private reloadTimer: NodeJS.Timeout | null = null;
+  private reloading: Promise<boolean> | null = null;
+  private stopping: Promise<void> | null = null;
+  private readonly recentTransfers: TransferStats[] = [];
+  private readonly counters = {
+    tftpFiles: this.metrics.counter('netbootd_tftp_transfers_total', 'TFTP transfers by outcome'),
+    tftpBytes: this.metrics.counter('netbootd_tftp_bytes_total', 'Bytes sent by TFTP'),
+    dhcpReplies: this.metrics.counter('netbootd_dhcp_replies_total', 'Proxy DHCP offers and acks by firmware'),
+    reloads: this.metrics.counter('netbootd_config_reloads_total', 'Config reloads by result'),
+  };
+  /** Addresses the servers listen on (after start), for tests and the demo. */
+  readonly bound: { tftp?: number; nbd?: number; dhcp?: number; proxy?: number | null; status?: number } = {};
+
+  constructor(private readonly opts: DaemonOptions) {}
+
+  get config(): Config {
+    return this.registry.config;
+  }
+
+  /** Loads the config and starts every enabled server. Throws ConfigInvalidError listing every problem. */
+  async start(): Promise<void> {
+    const loaded = await loadConfig(this.opts.configPath);
+    if (!loaded.ok) {
+      throw new ConfigInvalidError('CONFIG_INVALID', `${this.opts.configPath} is not valid:\n${loaded.errors.map(formatIssue).join('\n')}`);
+    }
+    const config = loaded.config;
+    this.log = this.opts.logger ?? createLogger({ level: config.logging.level, pretty: config.logging.pretty ?? process.stdout.isTTY });
+    for (const w of loaded.warnings) this.log.warn({ config: this.opts.configPath }, formatIssue(w));
+    this.pool = new ImagePool(this.log.child({ component: 'images' }));
+    this.registry = new Registry(config, this.pool, this.clients, this.log.child({ component: 'registry' }));
+    await this.checkImages(config);
+    fs.mkdirSync(config.server.stateDir, { recursive: true });
+
+    this.metrics.computed('netbootd_clients', 'Clients seen since start', () => this.clients.all().length);
+    this.metrics.computed('netbootd_tftp_active_transfers', 'TFTP transfers running', () => this.tftp?.stats().active ?? 0);
+    this.metrics.computed('netbootd_nbd_connections', 'Open NBD connections', () => this.nbd?.connections ?? 0);
+
+    try {
+      if (config.tftp.enabled) await this.startTftp(config);
+      if (config.nbd.enabled) await this.startNbd(config);
+      if (config.dhcp.enabled) await this.startDhcp(config);
+      if (config.status.enabled) {
+        this.status = new StatusServer({ status: () => this.statusJson(), metrics: this.metrics }, this.log.child({ component: 'status' }));
+        this.bound.status = (await this.status.listen(config.status.port, config.status.address)).port;
+      }
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+    if (this.opts.watch ?? true) this.watchConfig();
+    this.log.info(
+      {
+        config: this.opts.configPath,
+        images: Object.keys(config.images).length,
+        pis: Object.keys(config.pis).length,
+        hosts: Object.keys(config.hosts).length,
+        ...this.bound,
+      },
+      'netbootd started',
+    );
+  }
+
+  /** Opens every image once so that a missing or unreadable file is reported now, not at boot time. */
+  private async checkImages(config: Config): Promise<void> {
+    for (const [name, img] of Object.entries(config.images)) {
+      try {
+        await this.pool.file(img.path!, img.mode !== 'readwrite');
+      } catch (e) {
+        this.log.error({ image: name, path: img.path, err: (e as Error).message }, 'image cannot be opened: its clients will not boot');
+      }
+    }
+  }
+
+  private async startTftp(config: Config): Promise<void> {
+    const resolver: TftpResolver = { resolve: (req: ResolveRequest) => this.registry.resolve(req) };
+    const t = config.tftp;
+    this.tftp = new TftpServer({
+      resolver,
+      logger: this.log.child({ component: 'tftp' }),
+      address: t.address,
+      port: t.port,
+      ...(config.server.address && t.address === '0.0.0.0' ? { replyAddress: config.server.address } : {}),
+      limits: {
+        maxBlksize: t.maxBlksize,
+        maxWindowsize: t.maxWindowsize,
+        maxTransfers: t.maxTransfers,
+        maxPerClient: t.maxPerClient,
+        defaultTimeoutMs: t.timeoutMs,
+        retries: t.retries,
+      },
+    });
+    this.tftp.on('transfer', (s: TransferStats) => {
+      this.counters.tftpFiles.inc({ outcome: s.outcome });
+      this.counters.tftpBytes.inc({}, s.bytes);
+      this.recentTransfers.push(s);
+      if (this.recentTransfers.length > 50) this.recentTransfers.shift();
+    });
+    this.bound.tftp = (await this.tftp.listen()).port;
+  }
+
+  private async startNbd(config: Config): Promise<void> {
+    const exports: ExportProvider = {
+      list: (c: NbdClient) => this.registry.list(c),
+      open: (name: string, c: NbdClient) => this.registry.open(name, c),
+    };
+    const tls = config.nbd.tls ? { cert: fs.readFileSync(config.nbd.tls.cert), key: fs.readFileSync(config.nbd.tls.key) } : undefined;
+    this.nbd = new NbdServer({ exports, logger: this.log.child({ component: 'nbd' }), ...(tls ? { tls } : {}) });
+    this.bound.nbd = (await this.nbd.listen(config.nbd.port, config.nbd.address)).port;
+  }
+
+  private async startDhcp(config: Config): Promise<void> {
+    this.dhcp = new ProxyDhcpServer({
+      policy: { decide: (c: PxeClientInfo) => this.registry.policy.decide(c) },
+      logger: this.log.child({ component: 'dhcp' }),
+      ...(config.server.address ? { serverAddress: config.server.address } : {}),
+      ...(config.dhcp.interface ? { interfaceName: config.dhcp.interface } : {}),
+      ports: { dhcp: config.dhcp.port, proxy: config.dhcp.proxyPort },
+      replyDelayMs: config.dhcp.replyDelayMs,
+    });
+    this.dhcp.on('reply', (r: { kind: string; client: PxeClientInfo }) => {
+      this.counters.dhcpReplies.inc({ kind: r.kind, firmware: r.client.isPi ? 'pi' : r.client.firmware });
+      const ip = r.client.ciaddr !== '0.0.0.0' ? r.client.ciaddr : undefined;
+      if (ip) this.clients.learn(ip, { mac: r.client.mac, firmware: r.client.isPi ? 'pi' : r.client.firmware, boot: true });
+    });
+    await this.dhcp.start();
+    const a = this.dhcp.address();
+    this.bound.dhcp = a.dhcp;
+    this.bound.proxy = a.proxy;
+  }
+
+  private watchConfig(): void {
+    try {
+      this.watcher = fs.watch(this.opts.configPath, () => {
+        // Editors write in several steps (truncate, write, rename): wait for the dust to settle.
+        if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => void this.reload('file changed'), 300);
+      });
+      this.watcher.on('error', (e) => this.log.warn({ err: e.message }, 'config watch failed; reload with SIGHUP'));
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'cannot watch the config file; reload with SIGHUP');
+    }
+  }
+
+  /** Reloads the config. An invalid one is rejected with its errors and the old one stays. */
+  reload(why = 'SIGHUP'): Promise<boolean> {
+    if (this.stopping) return Promise.resolve(false);
+    // Serialize reloads; a reload requested during one runs after it.
+    const run = async (): Promise<boolean> => {
+      const loaded = await loadConfig(this.opts.configPath);
+      if (!loaded.ok) {
+        for (const e of loaded.errors) this.log.error({ config: this.opts.configPath }, formatIssue(e));
+        this.log.error({ why, errors: loaded.errors.length }, 'config rejected: still running the previous one');
+        this.counters.reloads.inc({ result: 'rejected' });
+        return false;
+      }
+      for (const w of loaded.warnings) this.log.warn({ config: this.opts.configPath }, formatIssue(w));
+      const old = this.registry.config;
+      const next = loaded.config;
+      const restartNeeded = (['tftp', 'nbd', 'dhcp', 'status'] as const).filter(
+        (k) => JSON.stringify(old[k]) !== JSON.stringify(next[k]),
+      );
+      this.registry = new Registry(next, this.pool, this.clients, this.log.child({ component: 'registry' }));
+      await this.checkImages(next);
+      if (next.logging.level !== old.logging.level) this.log.level = next.logging.level;
+      this.counters.reloads.inc({ result: 'applied' });
+      this.log.info(
+        {
+          why,
+          images: Object.keys(next.images).length,
+          pis: Object.keys(next.pis).length,
+          hosts: Object.keys(next.hosts).length,
+          ...(restartNeeded.length ? { needsRestart: restartNeeded } : {}),
+        },
+        restartNeeded.length
+          ? `config reloaded; changes to ${restartNeeded.join(', ')} settings apply after a restart`
+          : 'config reloaded',
+      );
+      return true;
+    };
+    const prev = this.reloading ?? Promise.resolve(true);
+    const p = prev.then(run, run).catch((e: unknown) => {
+      this.log.error({ err: (e as Error).message }, 'reload failed: still running the previous config');
+      return false;
+    });
+    this.reloading = p;
+    return p;
+  }
+
+  /** Graceful stop: no new work, transfers aborted, NBD writes flushed, images closed. */
+  stop(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = (async () => {
+        this.watcher?.close();
+        if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        const closing: Promise<unknown>[] = [];
+        if (this.dhcp) closing.push(this.dhcp.stop());
+        if (this.tftp) closing.push(this.tftp.close());
+        if (this.nbd) closing.push(this.nbd.close());
+        if (this.status) closing.push(this.status.close());
+        await Promise.allSettled(closing);
+        await this.pool?.close();
+        this.log?.info({ uptimeS: Math.round((Date.now() - this.startedAt) / 1000) }, 'netbootd stopped');
+      })();
+    }
+    return this.stopping;
+  }
+
+  statusJson(): unknown {
+    const c = this.registry.config;
+    return {
+      version: '0.1.0',
+      uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      config: this.opts.configPath,
+      listening: this.bound,
+      images: Object.entries(c.images).map(([name, img]) => ({ name, path: img.path, mode: img.mode, export: img.export })),
+      clients: this.clients.all().map((r) => ({
+        ...clientFields(r),
+        ...(r.firmware ? { firmware: r.firmware } : {}),
+        firstSeen: new Date(r.firstSeen).toISOString(),
+        lastSeen: new Date(r.lastSeen).toISOString(),
+        ...(r.lastBoot ? { lastBoot: new Date(r.lastBoot).toISOString() } : {}),
+        ...(r.lastFile ? { lastFile: r.lastFile } : {}),
+      })),
+      tftp: this.tftp ? { ...this.tftp.stats(), recent: this.recentTransfers.slice(-20) } : null,
+      nbd: this.nbd ? { connections: this.nbd.connections } : null,
+    };
+  }
+}

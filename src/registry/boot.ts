@@ -1,0 +1,53 @@
+/**
+ * Finding an image's boot partition: the configured one, or the first FAT partition (partitions typed
+ * FAT first, then any whose first sector is a FAT boot sector), or the whole device when it has no
+ * partition table (a "superfloppy").
+ */
+import { readAt, type BlockDevice } from '../disk/blockdev.js';
+import { isFatMbrType, openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
+import { FatVolume, isFat } from '../fat/volume.js';
+import { NotFoundError } from '../util/errors.js';
+
+/** GPT type GUIDs that hold FAT boot files. */
+const GPT_FAT_TYPES = new Set([
+  'c12a7328-f81f-11d2-ba4b-00a0c93ec93b', // EFI System
+  'ebd0a0a2-b9e5-4433-87c0-68b6b72699c7', // Microsoft basic data
+]);
+
+export function isFatTyped(p: Partition): boolean {
+  if (p.extended) return false;
+  return p.scheme === 'mbr' ? isFatMbrType(p.type) : GPT_FAT_TYPES.has(p.type.toLowerCase());
+}
+
+export interface BootLocation {
+  table: PartitionTable;
+  /** 0 for an unpartitioned image. */
+  number: number;
+  /** The partition, or null for an unpartitioned image. */
+  partition: Partition | null;
+}
+
+/** Where the boot FAT is. `preferred`: a configured partition number (0 = the whole device). */
+export async function findBootPartition(dev: BlockDevice, preferred?: number): Promise<BootLocation> {
+  const table = await readPartitionTable(dev);
+  if (preferred !== undefined) {
+    openPartition(dev, table, preferred); // throws NotFoundError naming the partitions there are
+    return { table, number: preferred, partition: table.partitions.find((p) => p.number === preferred) ?? null };
+  }
+  if (table.scheme === 'none') return { table, number: 0, partition: null };
+  const ordered = [...table.partitions.filter(isFatTyped), ...table.partitions.filter((p) => !isFatTyped(p) && !p.extended)];
+  for (const p of ordered) {
+    if (p.size < 512) continue;
+    if (isFat(await readAt(dev, p.start, 512))) return { table, number: p.number, partition: p };
+  }
+  throw new NotFoundError('NO_FAT_PARTITION', `${dev.name}: no FAT partition`);
+}
+
+/** Opens the boot FAT volume of an image. */
+export async function openBootVolume(dev: BlockDevice, preferred?: number): Promise<{ volume: FatVolume; location: BootLocation }> {
+  const location = await findBootPartition(dev, preferred);
+  const volume = await FatVolume.open(openPartition(dev, location.table, location.number), {
+    name: `${dev.name}:${location.number}`,
+  });
+  return { volume, location };
+}
