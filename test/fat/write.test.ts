@@ -365,3 +365,37 @@ describe('FAT writer: names and order', () => {
 });
 
 void run; void MTOOLS_ENV; void fsckClean;
+
+describe('FAT writer: corrupt volumes', () => {
+  it('a looping directory chain or file chain is a CorruptError, never a hang; a read-only device is refused', async (t) => {
+    if (!haveTools(t, ...TOOLS)) return;
+    const dir = tempDir(t);
+    const img = join(dir, 'fat.img');
+    await mkfsVfat(img, { fat: 32, sizeKiB: 34000, clusterSectors: 1 });
+    {
+      const dev = await FileBlockDevice.open(img);
+      const w = await FatWriter.open(dev);
+      await w.mkdir('/sub');
+      await w.writeFile('/sub/file.bin', Buffer.alloc(3 * 512, 1));
+      await w.flush();
+      await dev.close();
+    }
+    const base = readFileSync(img);
+    const vol = await FatVolume.open(new MemoryBlockDevice(Buffer.from(base), true));
+    const b = vol.bpb;
+    const fileFirst = (await vol.extents('/sub/file.bin'))[0]!.cluster;
+    const fatAt = (c: number): number => b.reservedSectors * b.bytesPerSector + c * 4;
+    // The root directory's chain points at itself; then the file's last cluster points back at its first.
+    const loopRoot = Buffer.from(base);
+    loopRoot.writeUInt32LE(b.rootCluster, fatAt(b.rootCluster));
+    const w1 = await FatWriter.open(new MemoryBlockDevice(loopRoot));
+    await assert.rejects(w1.writeFile('/x', Buffer.alloc(1)), (e: unknown) => (e as { code?: string }).code === 'ELOOP');
+    const loopFile = Buffer.from(base);
+    loopFile.writeUInt32LE(fileFirst, fatAt(fileFirst + 2));
+    const w2 = await FatWriter.open(new MemoryBlockDevice(loopFile));
+    await assert.rejects(w2.writeFile('/sub/file.bin', Buffer.alloc(1)), (e: unknown) => (e as { code?: string }).code === 'ELOOP');
+    await w2.remove('/sub/file.bin'); // the entry goes; the looping clusters are left for fsck
+    await assert.rejects(FatWriter.open(new MemoryBlockDevice(Buffer.from(base), true)), (e: unknown) => (e as { code?: string }).code === 'EPERM');
+    await assert.rejects(FatWriter.open(new MemoryBlockDevice(Buffer.alloc(4096))), (e: unknown) => (e as { code?: string }).code === 'EBADBPB');
+  });
+});
