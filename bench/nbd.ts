@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync, openSync, writeSync, 
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
-import { tmpdir, availableParallelism } from 'node:os';
+import { tmpdir, availableParallelism, loadavg } from 'node:os';
 import { run, which, startProcess } from '../test/helpers/tools.js';
 
 const SIZE_MB = Number(process.env.NBD_BENCH_SIZE_MB ?? 1024);
@@ -159,7 +159,8 @@ async function main(): Promise<void> {
   const image = join(dir, 'image.raw');
   const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
   process.on('exit', cleanup);
-  console.log(`# NBD benchmark: ${SIZE_MB} MiB image in ${base} (page cache), ${SECONDS}s fio runs, ${ROUNDS} round(s)`);
+  console.log(`# NBD benchmark: ${SIZE_MB} MiB image in ${base} (page cache), ${SECONDS}s fio runs, ${ROUNDS} round(s), best of rounds`);
+  console.log(`# ${availableParallelism()} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at start`);
   makeImage(image);
   const starters: Array<() => Promise<Server>> = [() => startNetbootd(image), () => startNbdServer(image, dir), () => startNbdkit(image)];
   const names = ['netbootd', 'nbd-server', 'nbdkit'];
@@ -188,6 +189,7 @@ async function main(): Promise<void> {
       `${pad(`${(v[0]! / v[1]!).toFixed(2)}x`, 15)}${pad(`${(v[0]! / v[2]!).toFixed(2)}x`, 11)}`,
     );
   }
+  console.log(`# load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at end (other work on the machine skews every column)`);
   cleanup();
 }
 
