@@ -4,6 +4,7 @@ import { Daemon } from '../daemon.js';
 import { addHost, addPi, editConfigFile } from '../config/edit.js';
 import { loadConfig } from '../config/load.js';
 import { columns } from './image.js';
+import { checkConfig, formatReport } from '../registry/check.js';
 
 export const DEFAULT_CONFIG = '/etc/netbootd/netbootd.yaml';
 
@@ -39,6 +40,17 @@ export function registerServeCommands(program: Command): void {
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGHUP', () => void daemon.reload('SIGHUP'));
       await daemon.start();
+    });
+
+  program
+    .command('check')
+    .description('validate the config and inspect every image: partitions, boot files, kernel command lines')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .option('-q, --quiet', 'print only problems')
+    .action(async (opts: { config: string; quiet?: boolean }) => {
+      const report = await checkConfig(opts.config);
+      process.stdout.write(formatReport(report, opts.quiet));
+      if (report.errors > 0) process.exitCode = 1;
     });
 
   program
