@@ -3,7 +3,7 @@
  * checks of an image against it with the real tools (fsck.fat -n, mdir, mcopy) and with our reader.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileBlockDevice, readAt } from '../../src/disk/blockdev.js';
 import { parseBootSector } from '../../src/fat/bpb.js';
@@ -72,17 +72,21 @@ export async function fsckClean(image: string, what = ''): Promise<void> {
 
 /** Every FAT copy holds the same bytes. */
 export function fatsIdentical(image: string): void {
-  const boot = readFileSync(image).subarray(0, 512);
-  const bpb = parseBootSector(boot);
-  assert.ok(bpb.ok);
-  const b = bpb.value;
-  const all = readFileSync(image);
-  const first = b.reservedSectors * b.bytesPerSector;
-  for (let i = 1; i < b.numFats; i++) {
-    assert.ok(
-      all.subarray(first, first + b.fatBytes).equals(all.subarray(first + i * b.fatBytes, first + (i + 1) * b.fatBytes)),
-      `FAT copy ${i} differs from FAT 0`,
-    );
+  const fd = openSync(image, 'r');
+  try {
+    const boot = Buffer.alloc(512);
+    readSync(fd, boot, 0, 512, 0);
+    const bpb = parseBootSector(boot);
+    assert.ok(bpb.ok);
+    const b = bpb.value;
+    const first = b.reservedSectors * b.bytesPerSector;
+    const fats = Buffer.alloc(b.numFats * b.fatBytes);
+    readSync(fd, fats, 0, fats.length, first);
+    for (let i = 1; i < b.numFats; i++) {
+      assert.ok(fats.subarray(0, b.fatBytes).equals(fats.subarray(i * b.fatBytes, (i + 1) * b.fatBytes)), `FAT copy ${i} differs from FAT 0`);
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -24,7 +24,8 @@ const TYPES: Array<MkfsOptions & { title: string }> = [
   { title: 'FAT12', fat: 12, sizeKiB: 2048, clusterSectors: 1 },
   { title: 'FAT16', fat: 16, sizeKiB: 20480, clusterSectors: 1 },
   { title: 'FAT32', fat: 32, sizeKiB: 40000, clusterSectors: 1 },
-];
+  { title: 'FAT16 with 4096-byte sectors and 8 KiB clusters', fat: 16, sizeKiB: 36000, sectorSize: 4096, clusterSectors: 2 },
+]
 
 async function openWriter(img: string): Promise<{ dev: FileBlockDevice; w: FatWriter }> {
   const dev = await FileBlockDevice.open(img);
@@ -75,8 +76,9 @@ describe('FAT writer: operations on FAT12/16/32 checked with fsck.fat, mdir, mco
       await check('mkdir -p');
 
       // A subdirectory that must grow: more entries than one cluster holds (long names take 2-3 each).
+      // Each name below takes 3 entries (2 long-name + 8.3): this many overflow the first cluster.
       const perCluster = cs / 32;
-      for (let i = 0; i < perCluster; i++) {
+      for (let i = 0; i < Math.ceil(perCluster / 3) + 2; i++) {
         const name = `/boot/overlays/overlay number ${i}.dtbo`;
         const d = randomBytes(rand, (i * 37) % (2 * cs));
         await w.writeFile(name, d);
