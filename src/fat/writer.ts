@@ -41,7 +41,7 @@ export class FatWriteError extends NetbootError {}
 
 /** The largest FAT the writer holds in memory. */
 export const MAX_FAT_BYTES = 256 * 1024 * 1024;
-const IO_CHUNK = 1024 * 1024;
+const IO_CHUNK = 4 * 1024 * 1024;
 const MAX_PATH_DEPTH = 64;
 const ROOT = 0;
 
@@ -514,29 +514,42 @@ export class FatWriter {
   // -------------------------------------------------------------------------------------------------------
   // Data
 
-  /** Writes `src` (size bytes) into `clusters` from the start; the tail of the last cluster is zeroed. */
+  /**
+   * Writes `src` (size bytes) into `clusters` from the start; the tail of the last cluster is zeroed.
+   * Two buffers: the next piece is read from the source while the previous one is being written.
+   */
   private async writeData(clusters: readonly number[], src: FileSource): Promise<void> {
     const cs = this.bpb.clusterSize;
     const per = Math.max(1, Math.floor(IO_CHUNK / cs));
-    const buf = Buffer.allocUnsafe(Math.min(per, clusters.length) * cs);
+    const len = Math.min(per, clusters.length) * cs;
+    const bufs = [Buffer.allocUnsafe(len), Buffer.allocUnsafe(len)];
+    let pending: Promise<void> = Promise.resolve();
     let i = 0;
-    while (i < clusters.length) {
-      // A run of contiguous clusters, at most one buffer long.
-      let n = 1;
-      while (i + n < clusters.length && n < per && clusters[i + n] === clusters[i]! + n) n++;
-      const pos = i * cs;
-      const want = Math.min(n * cs, Math.max(0, src.size - pos));
-      let got = 0;
-      while (got < want) {
-        const r = await new Promise<number>((res, rej) => src.read(buf, got, want - got, pos + got, (e, k) => (e ? rej(e) : res(k))));
-        if (r === 0) break;
-        got += r;
+    let k = 0;
+    try {
+      while (i < clusters.length) {
+        // A run of contiguous clusters, at most one buffer long.
+        let n = 1;
+        while (i + n < clusters.length && n < per && clusters[i + n] === clusters[i]! + n) n++;
+        const buf = bufs[k++ & 1]!;
+        const pos = i * cs;
+        const want = Math.min(n * cs, Math.max(0, src.size - pos));
+        let got = 0;
+        while (got < want) {
+          const r = await new Promise<number>((res, rej) => src.read(buf, got, want - got, pos + got, (e, m) => (e ? rej(e) : res(m))));
+          if (r === 0) break;
+          got += r;
+        }
+        if (got < want) throw new IoError('EIO', `${this.name}: the source ended after ${pos + got} of ${src.size} bytes`);
+        buf.fill(0, got, n * cs);
+        await pending; // the other buffer is free again once its write is done
+        pending = this.put(this.clusterOffset(clusters[i]!), buf.subarray(0, n * cs));
+        i += n;
       }
-      if (got < want) throw new IoError('EIO', `${this.name}: the source ended after ${pos + got} of ${src.size} bytes`);
-      buf.fill(0, got, n * cs);
-      await this.put(this.clusterOffset(clusters[i]!), buf.subarray(0, n * cs));
-      i += n;
+    } finally {
+      await pending.catch(() => undefined);
     }
+    await pending;
   }
 
   /** Writes `data` at byte `pos` of the file whose clusters are `clusters` (the range must be inside). */
