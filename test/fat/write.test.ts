@@ -13,7 +13,7 @@ import { FatVolume } from '../../src/fat/volume.js';
 import { FatWriteError, FatWriter } from '../../src/fat/writer.js';
 import { longNameEntries, makeShortName, shortKey } from '../../src/fat/names.js';
 import { parseDirectory, type DirEntry } from '../../src/fat/dir.js';
-import { FAT_TOOLS, MTOOLS_ENV, mcopyIn, mkfsVfat, prng, randomBytes, type MkfsOptions } from '../helpers/fatimg.js';
+import { FAT_TOOLS, MTOOLS_ENV, mcopyIn, mdirAll, mkfsVfat, prng, randomBytes, type MkfsOptions } from '../helpers/fatimg.js';
 import { haveTools, run, tempDir } from '../helpers/tools.js';
 import { Model, expectTree, fsckClean, fsinfo } from './write-helpers.js';
 import { readAll } from './read.js';
@@ -338,6 +338,30 @@ describe('FAT writer: names and order', () => {
     await w.remove('/a long file name.bin');
     assert.deepEqual(log, ['dir', 'fat0', 'fat1']);
     void rootLo;
+  });
+
+  it('timestamps: creation, modification and access dates are set (UTC fields, 2 s / 10 ms units)', async (t) => {
+    if (!haveTools(t, ...TOOLS)) return;
+    const dir = tempDir(t);
+    const img = join(dir, 'fat.img');
+    await mkfsVfat(img, { fat: 12, sizeKiB: 1024 });
+    const { dev, w } = await openWriter(img);
+    t.after(() => dev.close());
+    const created = new Date(Date.UTC(2024, 10, 19, 12, 34, 57, 250));
+    await w.writeFile('/stamp.txt', Buffer.from('x'), { mtime: created });
+    await w.mkdir('/d', { mtime: created });
+    const later = new Date(Date.UTC(2025, 0, 2, 3, 4, 6));
+    await w.write('/stamp.txt', 1, Buffer.from('y'), { mtime: later });
+    await w.flush();
+    const vol = await FatVolume.open(dev);
+    const st = await vol.stat('/stamp.txt');
+    assert.equal(st.mtime.toISOString(), '2025-01-02T03:04:06.000Z');
+    assert.equal(st.ctime?.toISOString(), '2024-11-19T12:34:57.250Z', 'creation time with its 10 ms part');
+    assert.equal(st.atime?.toISOString(), '2025-01-02T00:00:00.000Z');
+    assert.equal((await vol.stat('/d')).mtime.toISOString(), '2024-11-19T12:34:56.000Z');
+    vol.close();
+    const listing = await mdirAll(img);
+    assert.deepEqual(listing.dirs.get('/')!.map((e) => [e.name, e.date, e.time]), [['stamp.txt', '2025-01-02', '03:04'], ['d', '2024-11-19', '12:34']]);
   });
 
   it('a FatVolume on the same device sees every write at once (coherence through written events)', async () => {
