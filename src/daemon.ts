@@ -74,6 +74,7 @@ export class Daemon {
     this.registry = new Registry(config, this.pool, this.clients, this.log.child({ component: 'registry' }));
     await this.checkImages(config);
     fs.mkdirSync(config.server.stateDir, { recursive: true });
+    this.restoreClients(config.server.stateDir);
 
     this.metrics.computed('netbootd_clients', 'Clients seen since start', () => this.clients.all().length);
     this.metrics.computed('netbootd_tftp_active_transfers', 'TFTP transfers running', () => this.tftp?.stats().active ?? 0);
@@ -102,6 +103,46 @@ export class Daemon {
       },
       'netbootd started',
     );
+  }
+
+  /**
+   * Client identities (IP ↔ MAC/serial) survive restarts in stateDir/clients.json: a client that booted
+   * before a restart keeps its copy-on-write overlay when its NBD connection comes back.
+   */
+  private restoreClients(stateDir: string): void {
+    const file = `${stateDir}/clients.json`;
+    try {
+      const n = this.clients.load(JSON.parse(fs.readFileSync(file, 'utf8')));
+      this.log.debug({ file, clients: n }, 'client identities restored');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ file, err: (e as Error).message }, 'client identities not restored');
+    }
+    let timer: NodeJS.Timeout | null = null;
+    this.clients.onIdentityChange = () => {
+      if (timer) return;
+      timer = setTimeout(() => {
+        timer = null;
+        this.saveClients(file);
+      }, 1000);
+      timer.unref();
+    };
+    this.saveClientsNow = () => {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      this.saveClients(file);
+    };
+  }
+
+  private saveClientsNow: () => void = () => {};
+
+  private saveClients(file: string): void {
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      fs.writeFileSync(tmp, JSON.stringify(this.clients.toJSON()));
+      fs.renameSync(tmp, file);
+    } catch (e) {
+      this.log.warn({ file, err: (e as Error).message }, 'client identities not saved');
+    }
   }
 
   /** Opens every image once so that a missing or unreadable file is reported now, not at boot time. */
@@ -160,6 +201,10 @@ export class Daemon {
       ...(config.dhcp.interface ? { interfaceName: config.dhcp.interface } : {}),
       ports: { dhcp: config.dhcp.port, proxy: config.dhcp.proxyPort },
       replyDelayMs: config.dhcp.replyDelayMs,
+    });
+    this.dhcp.on('lease', (l: { mac: string; ip: string; firmware?: string }) => {
+      const name = this.registry.config.hosts[l.mac]?.name;
+      this.clients.learn(l.ip, { mac: l.mac, ...(l.firmware ? { firmware: l.firmware } : {}), ...(name ? { name } : {}) });
     });
     this.dhcp.on('reply', (r: { kind: string; client: PxeClientInfo }) => {
       this.counters.dhcpReplies.inc({ kind: r.kind, firmware: r.client.isPi ? 'pi' : r.client.firmware });
@@ -242,6 +287,7 @@ export class Daemon {
         if (this.nbd) closing.push(this.nbd.close());
         if (this.status) closing.push(this.status.close());
         await Promise.allSettled(closing);
+        this.saveClientsNow();
         await this.pool?.close();
         this.log?.info({ uptimeS: Math.round((Date.now() - this.startedAt) / 1000) }, 'netbootd stopped');
       })();

@@ -29,7 +29,7 @@ import { networkInterfaces } from 'node:os';
 import { NetbootError } from '../util/errors.js';
 import { RateLimiter, silentLogger, type Logger } from '../util/log.js';
 import { addressForPeer, defaultServerAddress, type InterfaceTable } from './address.js';
-import { BOOTREQUEST, MessageType, messageType, parseDhcp, serializeDhcp } from './packet.js';
+import { BOOTREQUEST, MessageType, Opt, getOption, messageType, parseDhcp, serializeDhcp } from './packet.js';
 import type { DhcpPolicy } from './policy.js';
 import { classify } from './pxe.js';
 import { buildProxyReply, replyDestination, type ReplyKind } from './reply.js';
@@ -231,6 +231,16 @@ export class ProxyDhcpServer extends EventEmitter {
     const req = parsed.value;
     const type = messageType(req);
     const wanted = kind === 'dhcp' ? MessageType.Discover : MessageType.Request;
+    if (kind === 'dhcp' && req.op === BOOTREQUEST && type === MessageType.Request) {
+      // Never answered, but it says which address the client is taking from the real DHCP server
+      // (option 50 while selecting, ciaddr when renewing): how a PC's MAC is tied to its TFTP/NBD address.
+      const requested = getOption(req, Opt.RequestedIp);
+      const ip = requested?.length === 4 ? `${requested[0]}.${requested[1]}.${requested[2]}.${requested[3]}` : req.ciaddr;
+      if (ip !== '0.0.0.0') {
+        const c = classify(req);
+        this.emit('lease', { mac: c.mac, ip, firmware: c.isPxe ? (c.isPi ? 'pi' : c.firmware) : undefined });
+      }
+    }
     if (req.op !== BOOTREQUEST || type !== wanted) {
       this.stats.ignored++;
       return;

@@ -26,6 +26,8 @@ export interface ClientRecord extends ClientIdentity {
 
 export class ClientTable {
   private readonly byIp = new Map<string, ClientRecord>();
+  /** Called when an identity fact (MAC, serial) changes: the daemon persists the table then. */
+  onIdentityChange: (() => void) | null = null;
   private readonly ipByMac = new Map<string, string>();
   private readonly ipBySerial = new Map<string, string>();
 
@@ -37,6 +39,7 @@ export class ClientTable {
     if (rec) this.byIp.delete(ip);
     else rec = { ip, firstSeen: now, lastSeen: now };
     rec.lastSeen = now;
+    const changed = (facts.mac !== undefined && rec.mac !== facts.mac) || (facts.serial !== undefined && rec.serial !== facts.serial);
     if (facts.mac !== undefined) {
       const prevIp = this.ipByMac.get(facts.mac);
       if (prevIp !== undefined && prevIp !== ip) this.forgetField(prevIp, 'mac');
@@ -58,7 +61,34 @@ export class ClientTable {
       const oldest = this.byIp.keys().next().value as string;
       this.remove(oldest);
     }
+    if (changed) this.onIdentityChange?.();
     return rec;
+  }
+
+  /** Records for saving (oldest first, so a reload keeps the order). */
+  toJSON(): ClientRecord[] {
+    return [...this.byIp.values()];
+  }
+
+  /** Restores saved records; anything malformed is skipped. */
+  load(records: unknown): number {
+    if (!Array.isArray(records)) return 0;
+    let n = 0;
+    const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length < 64 ? v : undefined);
+    for (const r of records as Array<Record<string, unknown>>) {
+      const ip = str(r?.ip);
+      if (!ip) continue;
+      const mac = str(r.mac);
+      const serial = str(r.serial);
+      const firmware = str(r.firmware);
+      const name = str(r.name);
+      const seen = typeof r.lastSeen === 'number' ? r.lastSeen : Date.now();
+      const rec = this.learn(ip, { ...(mac ? { mac } : {}), ...(serial ? { serial } : {}), ...(firmware ? { firmware } : {}), ...(name ? { name } : {}) }, seen);
+      if (typeof r.firstSeen === 'number') rec.firstSeen = r.firstSeen;
+      if (typeof r.lastBoot === 'number') rec.lastBoot = r.lastBoot;
+      n++;
+    }
+    return n;
   }
 
   private forgetField(ip: string, field: 'mac' | 'serial'): void {

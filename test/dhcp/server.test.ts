@@ -5,7 +5,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { ProxyDhcpServer, type ProxyDhcpServerOptions } from '../../src/dhcp/server.js';
 import { StaticDhcpPolicy } from '../../src/dhcp/policy.js';
-import { fieldString, getOption, messageType } from '../../src/dhcp/packet.js';
+import { fieldString, getOption, messageType, parseDhcp, serializeDhcp } from '../../src/dhcp/packet.js';
 import { PERSONAS, buildRequest, collect, waitFor, type Persona } from './client.js';
 import { loadHex, FIXTURES } from './hex.js';
 
@@ -145,4 +145,23 @@ test('a flood of 10,000 random and mangled packets leaves the server answering',
   assert.equal(fieldString(r.msg.file), 'pxelinux.0');
   assert.ok(server.stats.received >= 9_900, `received ${server.stats.received} of 10000`);
   assert.ok(server.stats.malformed > 4000, `malformed counted: ${server.stats.malformed}`);
+});
+
+test('a REQUEST on 67 is never answered, but tells which address the client takes (lease event)', async (t) => {
+  const { client, dhcp, server } = await setup(t);
+  const leases: Array<{ mac: string; ip: string; firmware?: string }> = [];
+  server.on('lease', (l: { mac: string; ip: string; firmware?: string }) => leases.push(l));
+  const all = collect(client, 400);
+  // Selecting: option 50 carries the address offered by the real DHCP server.
+  const sel = parseDhcp(buildRequest(PERSONAS.bios, 0x77, { type: 3 }));
+  assert.ok(sel.ok);
+  sel.value.options.push({ code: 50, data: Buffer.from([198, 18, 0, 42]) });
+  await send(client, serializeDhcp(sel.value), dhcp);
+  // Renewing: ciaddr.
+  await send(client, buildRequest(PERSONAS.bios, 0x78, { type: 3, ciaddr: '198.18.0.43' }), dhcp);
+  assert.equal((await all).length, 0, 'no reply to a REQUEST on 67');
+  assert.deepEqual(leases, [
+    { mac: PERSONAS.bios.mac, ip: '198.18.0.42', firmware: 'bios' },
+    { mac: PERSONAS.bios.mac, ip: '198.18.0.43', firmware: 'bios' },
+  ]);
 });

@@ -46,3 +46,20 @@ test('metrics render in the Prometheus text format', () => {
       '# HELP netbootd_nbd_connections Open NBD connections\n# TYPE netbootd_nbd_connections gauge\nnetbootd_nbd_connections 4\n',
   );
 });
+
+test('the table saves and restores identities, skipping malformed records, and reports identity changes', () => {
+  const a = new ClientTable();
+  let changes = 0;
+  a.onIdentityChange = () => changes++;
+  a.learn('198.18.0.50', { mac: '52:54:00:aa:bb:01', firmware: 'bios', boot: true }, 1000);
+  a.learn('198.18.0.50', { file: 'pxelinux.0' }, 2000);
+  a.learn('198.18.0.51', { serial: '89025d75' }, 3000);
+  assert.equal(changes, 2, 'only new MACs/serials count');
+  const saved = JSON.parse(JSON.stringify(a.toJSON())) as unknown[];
+  const b = new ClientTable();
+  assert.equal(b.load([...saved, { ip: 5 }, null, 'x']), 2);
+  assert.equal(b.stateKey('198.18.0.50'), 'mac-52-54-00-aa-bb-01');
+  assert.equal(b.stateKey('198.18.0.51'), 'pi-89025d75');
+  assert.equal(b.get('198.18.0.50')!.lastBoot, 1000);
+  assert.equal(b.load({ not: 'a list' }), 0);
+});
