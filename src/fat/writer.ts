@@ -361,8 +361,9 @@ export class FatWriter {
   }
 
   /** Resolves the directory holding the last component of `path`; `parts` are the path's components. */
-  private async walk(parts: string[]): Promise<Dir> {
+  private async walk(parts: string[], trail?: number[]): Promise<Dir> {
     let dir = await this.loadDir(ROOT, '/');
+    trail?.push(ROOT);
     let walked = '';
     for (const part of parts) {
       walked += `/${part}`;
@@ -371,6 +372,7 @@ export class FatWriter {
       if (e.kind !== 'directory') throw new FatWriteError('ENOTDIR', `${this.name}: ${walked}: not a directory`);
       if (e.firstCluster === 0) throw new CorruptError('EBADCLUSTER', `${this.name}: directory ${walked} starts at cluster 0`);
       dir = await this.loadDir(e.firstCluster, walked);
+      trail?.push(e.firstCluster);
     }
     return dir;
   }
@@ -845,14 +847,12 @@ export class FatWriter {
       const dstParts = components(to);
       const toP = `/${dstParts.join('/')}`;
       if (dstParts.length === 0) throw new FatWriteError('EEXIST', `${this.name}: /: exists`);
-      if (e.kind === 'directory') {
-        const a = src.parts.map((x) => x.toUpperCase());
-        const b = dstParts.map((x) => x.toUpperCase());
-        if (b.length > a.length && a.every((x, i) => x === b[i])) {
-          throw new FatWriteError('EINVAL', `${this.name}: cannot move ${fromP} into itself (${toP})`);
-        }
+      const trail: number[] = [];
+      const dstDirRaw = await this.walk(dstParts.slice(0, -1), trail);
+      // A directory cannot go inside itself (checked by cluster, so short and long spellings agree).
+      if (e.kind === 'directory' && e.firstCluster !== 0 && trail.includes(e.firstCluster)) {
+        throw new FatWriteError('EINVAL', `${this.name}: cannot move ${fromP} into itself (${toP})`);
       }
-      const dstDirRaw = await this.walk(dstParts.slice(0, -1));
       const same = dstDirRaw.first === src.dir.first;
       const dst = same ? src.dir : dstDirRaw;
       const dstName = dstParts[dstParts.length - 1]!;

@@ -107,13 +107,13 @@ function applyModel(m: Model, o: Op): string | undefined {
     case 'rename': {
       if (!cur) return 'ENOENT';
       const to = p(o.to);
+      const bad2 = parentOk(o.to);
+      if (bad2) return bad2;
       if (cur.dir) {
         const a = o.path.map((x) => x.toUpperCase());
         const b = o.to.map((x) => x.toUpperCase());
         if (b.length > a.length && a.every((x, i) => x === b[i])) return 'EINVAL';
       }
-      const bad2 = parentOk(o.to);
-      if (bad2) return bad2;
       const target = m.get(to);
       const sameEntry = to.toUpperCase() === path.toUpperCase();
       if (target && !sameEntry) {

@@ -144,6 +144,9 @@ describe('FAT writer: operations on FAT12/16/32 checked with fsck.fat, mdir, mco
       await assert.rejects(w.remove('/boot'), (e: unknown) => e instanceof FatWriteError && e.code === 'EISDIR');
       await assert.rejects(w.writeFile('/bad:name', Buffer.alloc(1)), (e: unknown) => e instanceof FatWriteError && e.code === 'EINVAL');
       await assert.rejects(w.rename('/boot', '/boot/inside'), (e: unknown) => e instanceof FatWriteError && e.code === 'EINVAL');
+      await w.mkdir('/Long Directory Name');
+      await assert.rejects(w.rename('/Long Directory Name', '/LONGDI~1/inside'), (e: unknown) => e instanceof FatWriteError && e.code === 'EINVAL');
+      await w.rmdir('/longdi~1');
       await assert.rejects(w.remove('/nothing'), (e: unknown) => (e as { code?: string }).code === 'ENOENT');
 
       for (const p of m.children('/overlays')) {
