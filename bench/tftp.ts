@@ -4,6 +4,11 @@
  *
  *   npm run bench:tftp                    (builds, then runs dist/bench/tftp.js)
  *   BENCH_TFTP_MB=64 BENCH_TFTP_REPS=3 npm run bench:tftp
+ *   BENCH_TFTP_PIN=0 npm run bench:tftp   (every server and the client pinned to CPU 0 with taskset)
+ *
+ * Lockstep TFTP is latency-bound: one round trip per block. Where the kernel places the server and the
+ * client matters a lot in a VM (a cross-CPU wake-up is an IPI): the pinned mode takes placement out of
+ * the comparison and shows the per-block cost of each server alone.
  *
  * Every server runs as its own process (netbootd: this compiled file in `--serve` mode). Runs are
  * interleaved across servers (noise on a shared machine hits all of them alike); each cell shows the
@@ -19,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 const HPA = process.env.IN_TFTPD ?? '/opt/netbootd-peers/tftpd-hpa/usr/sbin/in.tftpd';
 const MB = Number(process.env.BENCH_TFTP_MB ?? 64);
 const REPS = Number(process.env.BENCH_TFTP_REPS ?? 3);
+const PIN = process.env.BENCH_TFTP_PIN;
 
 interface Row {
   name: string;
@@ -81,8 +87,14 @@ function killChildren(): void {
 }
 process.on('exit', killChildren);
 
+/** The command line, under `taskset -a -c CPU` when pinning. */
+function pinned(cmd: string, args: string[]): [string, string[]] {
+  return PIN !== undefined && PIN !== '' ? ['taskset', ['-a', '-c', PIN, cmd, ...args]] : [cmd, args];
+}
+
 function start(cmd: string, args: string[]): ChildProcess {
-  const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [c0, a0] = pinned(cmd, args);
+  const c = spawn(c0, a0, { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(c);
   return c;
 }
@@ -147,7 +159,8 @@ async function startPeers(dir: string): Promise<Server[]> {
 function runClient(port: number, opts: string[], out: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const c = spawn('atftp', [...opts, '-g', '-r', 'bench.bin', '-l', out, '127.0.0.1', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const [cmd, args] = pinned('atftp', [...opts, '-g', '-r', 'bench.bin', '-l', out, '127.0.0.1', String(port)]);
+    const c = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     c.on('exit', (code) => {
@@ -193,6 +206,7 @@ async function main(): Promise<void> {
   const out = join(dir, 'out.bin');
   const servers = [await startNetbootd(dir), ...(await startPeers(dir))];
   console.log(`TFTP bench: ${MB} MiB file on ${base} (tmpfs), client atftp, ${REPS} runs per cell, servers: ${servers.map((s) => s.name).join(', ')}`);
+  if (PIN) console.log(`every server and the client pinned to CPU ${PIN} (taskset)`);
   console.log('in.tftpd (tftpd-hpa 5.2) has no windowsize support: in the windowsize row it ignores the option and runs lockstep.');
   const results = new Map<string, Map<string, number[]>>();
   for (const row of ROWS) {
