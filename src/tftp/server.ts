@@ -518,7 +518,11 @@ class Session {
             conn.close();
             return;
           }
-          conn.on('error', (e) => this.fail('error', `socket: ${e.message}`));
+          conn.on('error', (e: NodeJS.ErrnoException) => {
+            // ICMP port unreachable on a connected socket: the client closed its port (gave up, rebooted).
+            if (e.code === 'ECONNREFUSED') this.finish('client-error', 'client port unreachable');
+            else this.fail('error', `socket: ${e.message}`);
+          });
           conn.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
           this.conn = conn;
           this.begin();

@@ -356,3 +356,15 @@ test('retransmissions back off when no timeout was negotiated, and use the negot
   assert.ok(g1 >= 950 && g2 >= 950 && g2 < 1700, `fixed waits: ${g1}, ${g2}`);
   c.send(buildError(0, 'done'), o.port);
 });
+
+test('a client that vanishes (its port closed) ends the transfer quietly, without a warning', async (t) => {
+  const s = await startServer(t, new MapResolver(new Map([['f', pattern(5000, 14)]])), { defaultTimeoutMs: 100 });
+  const c = await RawClient.open();
+  c.send(buildRequest(OP_RRQ, 'f', 'octet'), s.port);
+  const r = await c.recvPacket();
+  assert.equal(r.p.op, OP_DATA);
+  c.close(); // no ERROR, no ACK: the retransmission meets a closed port
+  const end = await s.nextTransfer();
+  assert.ok(end.outcome === 'client-error' || end.outcome === 'timeout', end.outcome);
+  assert.deepEqual(s.lines.filter((l) => l.level >= 40), []);
+});
