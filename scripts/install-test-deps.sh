@@ -20,6 +20,13 @@ PACKAGES=(
 )
 PEERS_DIR=${PEERS_DIR:-/opt/netbootd-peers}
 
+# `--demo`: only what `npm start` needs (build the demo image without mounts, fetch a file by TFTP).
+DEMO_ONLY=0
+if [ "${1:-}" = "--demo" ]; then
+  DEMO_ONLY=1
+  PACKAGES=(fdisk dosfstools mtools e2fsprogs curl libnbd-bin)
+fi
+
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -45,6 +52,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
   echo "install-test-deps: all ${#PACKAGES[@]} Debian packages present"
 fi
+
+if [ "$DEMO_ONLY" -eq 1 ]; then exit 0; fi
 
 # tftpd-hpa conflicts with atftpd: unpack its in.tftpd privately for the TFTP benchmark.
 if [ ! -x "$PEERS_DIR/tftpd-hpa/usr/sbin/in.tftpd" ]; then

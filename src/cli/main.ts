@@ -2,6 +2,7 @@
 /**
  * netbootd command line. Thin: every command is a call into the library.
  */
+import './threadpool.js';
 import { Command } from 'commander';
 import { registerImageCommands } from './image.js';
 import { registerPrepCommand } from './prep.js';

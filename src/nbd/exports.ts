@@ -3,8 +3,8 @@
  * registry implements `ExportProvider` later; the server knows nothing else about images.
  */
 import net from 'node:net';
-import { FileBlockDevice, type BlockDevice } from '../disk/blockdev.js';
-import { CowBlockDevice, resetOverlay } from '../disk/cow.js';
+import type { BlockDevice } from '../disk/blockdev.js';
+import { DevicePool } from '../disk/pool.js';
 import { NetbootError } from '../util/errors.js';
 
 /** The peer of one NBD connection. */
@@ -105,31 +105,30 @@ export interface StaticExport {
 interface Entry {
   cfg: StaticExport;
   allow: AllowList | null;
-  writer: { address: string; count: number } | null;
 }
 
 /**
- * Exports from a fixed list. Each image file is opened once and shared by all connections. A read-write
- * export has one writing client at a time (by source address; several connections from that address are
- * fine, e.g. a reconnecting kernel client) unless `shared`. A copy-on-write export gives every client
- * identity its own overlay (identity = `identify(client)`, default the address), shared by that client's
- * connections.
+ * Exports from a fixed list, over a DevicePool (its own, or one shared with the rest of the daemon). Each
+ * image file is opened once and shared by all connections. A read-write export has one writing client at
+ * a time (by source address; several connections from that address are fine, e.g. a reconnecting kernel
+ * client) unless `shared`. A copy-on-write export gives every client identity its own overlay
+ * (identity = `identify(client)`, default the address), shared by that client's connections.
  */
 export class StaticExportProvider implements ExportProvider {
   private readonly entries: Entry[];
-  private readonly files = new Map<string, Promise<FileBlockDevice>>();
-  private readonly overlays = new Map<string, { dev: Promise<CowBlockDevice>; refs: number }>();
   private readonly identify: (client: NbdClient) => string;
+  readonly devices: DevicePool;
 
-  constructor(exports: StaticExport[], opts: { identify?: (client: NbdClient) => string } = {}) {
+  constructor(exports: StaticExport[], opts: { identify?: (client: NbdClient) => string; devices?: DevicePool } = {}) {
     const names = new Set<string>();
     this.entries = exports.map((cfg) => {
       if (names.has(cfg.name)) throw new NetbootError('DUPLICATE_EXPORT', `export '${cfg.name}' defined twice`);
       names.add(cfg.name);
       if (cfg.mode === 'cow' && !cfg.stateDir) throw new NetbootError('NO_STATE_DIR', `export '${cfg.name}': copy-on-write needs stateDir`);
-      return { cfg, allow: cfg.allow ? new AllowList(cfg.allow) : null, writer: null };
+      return { cfg, allow: cfg.allow ? new AllowList(cfg.allow) : null };
     });
     this.identify = opts.identify ?? ((c) => normalizeAddress(c.address));
+    this.devices = opts.devices ?? new DevicePool();
   }
 
   private visible(e: Entry, client: NbdClient): boolean {
@@ -150,100 +149,56 @@ export class StaticExportProvider implements ExportProvider {
     return e && this.visible(e, client) ? e : undefined;
   }
 
-  private file(path: string, readOnly: boolean): Promise<FileBlockDevice> {
-    const key = `${readOnly ? 'ro' : 'rw'}:${path}`;
-    let p = this.files.get(key);
-    if (!p) {
-      p = FileBlockDevice.open(path, { readOnly });
-      this.files.set(key, p);
-      p.catch(() => this.files.delete(key));
-    }
-    return p;
-  }
-
   async open(name: string, client: NbdClient): Promise<OpenExport | NbdRefusal> {
     const e = this.find(name, client);
     if (!e) return { refused: true, reason: 'unknown', message: `no export named '${name}'` };
     const cfg = e.cfg;
     const base = { name: cfg.name, description: cfg.description ?? '', tlsRequired: cfg.tlsRequired ?? false };
     if (cfg.mode === 'readonly') {
-      const device = await this.file(cfg.path, true);
+      const device = await this.devices.file(cfg.path, true);
       return { ...base, device, readOnly: true, canMultiConn: true, release: () => {} };
     }
     if (cfg.mode === 'readwrite') {
-      const address = normalizeAddress(client.address);
-      if (!cfg.shared && e.writer && e.writer.address !== address) {
-        return { refused: true, reason: 'policy', message: `export '${cfg.name}' is in use by another client (${e.writer.address}); it allows one writer` };
-      }
-      const device = await this.file(cfg.path, false);
+      let release = (): void => {};
       if (!cfg.shared) {
-        if (e.writer && e.writer.address !== address) {
-          return { refused: true, reason: 'policy', message: `export '${cfg.name}' is in use by another client (${e.writer.address}); it allows one writer` };
+        const lock = this.devices.acquireWriter(cfg.path, normalizeAddress(client.address));
+        if ('holder' in lock) {
+          return {
+            refused: true,
+            reason: 'policy',
+            message: `export '${cfg.name}' is in use by another client (${lock.holder}); it allows one writer`,
+          };
         }
-        if (e.writer) e.writer.count++;
-        else e.writer = { address, count: 1 };
+        release = lock.release;
       }
-      let released = false;
-      const release = (): void => {
-        if (released || cfg.shared) return;
-        released = true;
-        if (e.writer && --e.writer.count === 0) e.writer = null;
-      };
-      // One fd shared by every connection, no cache of our own: a flush on any connection covers all.
-      return { ...base, device, readOnly: false, canMultiConn: true, release };
+      try {
+        const device = await this.devices.file(cfg.path, false);
+        // One fd shared by every connection, no cache of our own: a flush on any connection covers all.
+        return { ...base, device, readOnly: false, canMultiConn: true, release };
+      } catch (err) {
+        release();
+        throw err;
+      }
     }
     // copy-on-write
-    const identity = this.identify(client);
-    const key = `${cfg.name}\0${identity}`;
-    let ov = this.overlays.get(key);
-    if (!ov) {
-      const dev = this.file(cfg.path, true).then((b) => CowBlockDevice.open(b, cfg.stateDir!, cfg.name, identity));
-      ov = { dev, refs: 0 };
-      this.overlays.set(key, ov);
-      dev.catch(() => this.overlays.delete(key));
-    }
-    const device = await ov.dev;
-    ov.refs++;
-    let released = false;
-    const entry = ov;
-    return {
-      ...base, device, readOnly: false, canMultiConn: true,
-      release: () => {
-        if (!released) {
-          released = true;
-          entry.refs--;
-        }
-      },
-    };
+    const { device, release } = await this.devices.overlay(cfg.path, cfg.stateDir!, cfg.name, this.identify(client));
+    return { ...base, device, readOnly: false, canMultiConn: true, release };
   }
 
   /** Deletes a client's overlay of a copy-on-write export; refused while that client has it open. */
   async resetOverlay(exportName: string, identity: string): Promise<boolean> {
     const e = this.entries.find((x) => x.cfg.name === exportName);
     if (!e || e.cfg.mode !== 'cow') throw new NetbootError('NOT_COW', `'${exportName}' is not a copy-on-write export`);
-    const key = `${exportName}\0${identity}`;
-    const ov = this.overlays.get(key);
-    if (ov) {
-      if (ov.refs > 0) throw new NetbootError('IN_USE', `overlay of ${identity} on '${exportName}' is in use`);
-      this.overlays.delete(key);
-      await (await ov.dev).close();
+    try {
+      return await this.devices.resetOverlay(e.cfg.stateDir!, exportName, identity);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'IN_USE') throw new NetbootError('IN_USE', (err as Error).message);
+      throw err;
     }
-    return resetOverlay(e.cfg.stateDir!, exportName, identity);
   }
 
   /** Flushes and closes every device. */
-  async close(): Promise<void> {
-    const ovs = [...this.overlays.values()];
-    this.overlays.clear();
-    for (const o of ovs) await (await o.dev.catch(() => null))?.close();
-    const files = [...this.files.values()];
-    this.files.clear();
-    for (const f of files) {
-      const d = await f.catch(() => null);
-      if (d) {
-        if (!d.readOnly) await new Promise<void>((res) => d.flush(() => res()));
-        await d.close();
-      }
-    }
+  close(): Promise<void> {
+    return this.devices.close();
   }
 }

@@ -9,7 +9,9 @@ import type { Config, ImageConfig } from '../config/schema.js';
 import { NotFoundError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { FileSource } from '../util/source.js';
-import { AllowList, normalizeAddress, type ExportInfo, type ExportProvider, type NbdClient, type NbdRefusal, type OpenExport } from '../nbd/exports.js';
+import {
+  normalizeAddress, StaticExportProvider, type ExportInfo, type ExportProvider, type NbdClient, type NbdRefusal, type OpenExport,
+} from '../nbd/exports.js';
 import { DirectoryResolver, type ResolveRequest } from '../tftp/resolver.js';
 import { clientFields, type ClientTable } from './clients.js';
 import type { ImagePool } from './pool.js';
@@ -31,9 +33,9 @@ export interface TftpTarget {
 
 export class Registry implements ExportProvider {
   readonly policy: RegistryDhcpPolicy;
-  private readonly allow = new Map<string, AllowList | null>();
+  /** NBD: the config's images as exports over the shared pool; copy-on-write overlays named by client identity. */
+  readonly exports: StaticExportProvider;
   private readonly dirs = new Map<string, DirectoryResolver>();
-  private readonly byExport = new Map<string, string>();
 
   constructor(
     readonly config: Config,
@@ -42,10 +44,19 @@ export class Registry implements ExportProvider {
     private readonly log: Logger = silentLogger,
   ) {
     this.policy = new RegistryDhcpPolicy(config);
-    for (const [name, img] of Object.entries(config.images)) {
-      this.allow.set(name, img.allow ? new AllowList(img.allow) : null);
-      this.byExport.set(img.export ?? name, name);
-    }
+    this.exports = new StaticExportProvider(
+      Object.entries(config.images).map(([name, img]) => ({
+        name: img.export ?? name,
+        path: img.path!,
+        mode: img.mode,
+        ...(img.allow ? { allow: img.allow } : {}),
+        shared: img.shared,
+        stateDir: config.server.stateDir,
+        ...(img.description !== undefined ? { description: img.description } : {}),
+        tlsRequired: img.tls,
+      })),
+      { devices: pool, identify: (c) => clients.stateKey(normalizeAddress(c.address)) },
+    );
   }
 
   // ------------------------------------------------------------------ images
@@ -122,56 +133,13 @@ export class Registry implements ExportProvider {
 
   // ------------------------------------------------------------------ NBD
 
-  private visible(name: string, client: NbdClient): boolean {
-    const a = this.allow.get(name);
-    return !a || a.allows(client.address);
-  }
-
   list(client: NbdClient): ExportInfo[] {
-    return Object.entries(this.config.images)
-      .filter(([name]) => this.visible(name, client))
-      .map(([name, img]) => ({ name: img.export ?? name, description: img.description ?? '', tlsRequired: img.tls }));
+    return this.exports.list(client);
   }
 
   async open(exportName: string, client: NbdClient): Promise<OpenExport | NbdRefusal> {
-    const names = Object.keys(this.config.images);
-    // The empty name is the default export: the only image, when there is one.
-    const name = exportName === '' ? (names.length === 1 ? names[0] : undefined) : this.byExport.get(exportName);
-    if (name === undefined || !this.visible(name, client)) {
-      return { refused: true, reason: 'unknown', message: `no export named '${exportName}'` };
-    }
-    const img = this.image(name);
-    const address = normalizeAddress(client.address);
-    const base = { name: img.export!, description: img.description ?? '', tlsRequired: img.tls };
-    if (img.mode === 'readonly') {
-      const device = await this.pool.file(img.path!, true);
-      return { ...base, device, readOnly: true, canMultiConn: true, release: () => {} };
-    }
-    if (img.mode === 'readwrite') {
-      let release = (): void => {};
-      if (!img.shared) {
-        const lock = this.pool.acquireWriter(img.path!, address);
-        if ('holder' in lock) {
-          return {
-            refused: true,
-            reason: 'policy',
-            message: `export '${img.export}' is in use by another client (${lock.holder}); set shared: true to allow several`,
-          };
-        }
-        release = lock.release;
-      }
-      try {
-        const device = await this.pool.file(img.path!, false);
-        // One fd shared by every connection and no cache of ours: a flush on any connection covers all.
-        return { ...base, device, readOnly: false, canMultiConn: true, release };
-      } catch (e) {
-        release();
-        throw e;
-      }
-    }
-    const identity = this.clients.stateKey(address);
-    const { device, release } = await this.pool.overlay(img.path!, this.config.server.stateDir, img.export!, identity);
-    this.log.debug({ ...clientFields(this.clients.identity(address)), export: img.export, overlay: identity }, 'copy-on-write overlay opened');
-    return { ...base, device, readOnly: false, canMultiConn: true, release };
+    const r = await this.exports.open(exportName, client);
+    if (!('refused' in r)) this.log.debug({ ...clientFields(this.clients.identity(normalizeAddress(client.address))), export: r.name }, 'NBD export opened');
+    return r;
   }
 }
