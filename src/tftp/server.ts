@@ -177,6 +177,10 @@ export class TftpServer extends EventEmitter {
   private readonly sessions = new Map<string, Session>();
   private readonly perClient = new Map<string, number>();
   private pending = 0;
+  /** Client endpoint → request being looked up (retransmitted RRQs during a slow lookup are ignored). */
+  private readonly resolving = new Map<string, string>();
+  private readonly resolvingToken = new Map<string, string>();
+  private lookups = 0;
   private closing = false;
   private readonly noisy = new RateLimiter(10_000);
   readonly counters: Omit<TftpServerStats, 'active'> = { served: 0, notFound: 0, failed: 0, malformed: 0 };
@@ -267,6 +271,10 @@ export class TftpServer extends EventEmitter {
       return;
     }
     const key = `${ip}:${rinfo.port}`;
+    const reqKey = Session.requestKey(p);
+    // The same request again while its file is still being looked up (a slow first open of an image):
+    // the lookup in progress answers it.
+    if (this.resolving.get(key) === reqKey) return;
     const existing = this.sessions.get(key);
     if (existing) {
       // A retransmitted RRQ (our first answer is in flight or lost): the running transfer retransmits itself.
@@ -289,11 +297,23 @@ export class TftpServer extends EventEmitter {
       if (n <= 0) this.perClient.delete(ip);
       else this.perClient.set(ip, n);
     };
+    // A token per lookup: a newer request from the same client port supersedes this one.
+    const token = `${reqKey}\0${++this.lookups}`;
+    this.resolving.set(key, reqKey);
+    this.resolvingToken.set(key, token);
+    const done = (): boolean => {
+      const current = this.resolvingToken.get(key) === token;
+      if (current) {
+        this.resolving.delete(key);
+        this.resolvingToken.delete(key);
+      }
+      return current;
+    };
     // Through a promise chain: a resolver that throws synchronously is handled like one that rejects.
     Promise.resolve().then(() => this.resolver.resolve({ address: ip, port: rinfo.port, path })).then(
       (source) => {
         this.pending--;
-        if (this.closing) {
+        if (!done() || this.closing) {
           source?.close();
           release();
           return;
@@ -310,6 +330,7 @@ export class TftpServer extends EventEmitter {
       (e: unknown) => {
         this.pending--;
         release();
+        if (!done()) return;
         this.counters.failed++;
         this.log.warn({ ip, port: rinfo.port, path, err: e instanceof Error ? e.message : String(e) }, 'tftp resolve failed');
         this.sendOneShot(buildError(ERR_NOT_FOUND, 'File not found'), rinfo.port, ip);

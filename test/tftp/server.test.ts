@@ -368,3 +368,29 @@ test('a client that vanishes (its port closed) ends the transfer quietly, withou
   assert.ok(end.outcome === 'client-error' || end.outcome === 'timeout', end.outcome);
   assert.deepEqual(s.lines.filter((l) => l.level >= 40), []);
 });
+
+test('RRQs retransmitted while a slow lookup runs start one transfer, not several', async (t) => {
+  const inner = new MapResolver(new Map([['f', pattern(3000, 15)]]));
+  let calls = 0;
+  const slow = {
+    async resolve(req: { address: string; port: number; path: string }) {
+      calls++;
+      await new Promise((r) => setTimeout(r, 200));
+      return inner.resolve(req);
+    },
+  };
+  const s = await startServer(t, slow);
+  const c = await RawClient.open();
+  t.after(() => c.close());
+  const rrq = buildRequest(OP_RRQ, 'f', 'octet');
+  c.send(rrq, s.port);
+  await new Promise((r) => setTimeout(r, 50));
+  c.send(rrq, s.port);
+  c.send(rrq, s.port);
+  const first = await c.recvPacket();
+  assert.equal(asData(first.p).block, 1);
+  assert.deepEqual(await c.drain(300), [], 'no second transfer');
+  assert.equal(calls, 1);
+  assert.equal(s.server.stats().active, 1);
+  c.send(buildError(0, 'bye'), first.port);
+});
