@@ -18,6 +18,8 @@ import { StatusServer } from './status/server.js';
 import { TftpServer, type TransferStats } from './tftp/server.js';
 import type { ResolveRequest, TftpResolver } from './tftp/resolver.js';
 import { NetbootError } from './util/errors.js';
+import { normalizeMac, normalizeSerial } from './config/schema.js';
+import { isIP } from 'node:net';
 import { createLogger, type Logger } from './util/log.js';
 import { MetricsRegistry } from './util/metrics.js';
 
@@ -85,7 +87,24 @@ export class Daemon {
       if (config.nbd.enabled) await this.startNbd(config);
       if (config.dhcp.enabled) await this.startDhcp(config);
       if (config.status.enabled) {
-        this.status = new StatusServer({ status: () => this.statusJson(), metrics: this.metrics }, this.log.child({ component: 'status' }));
+        this.status = new StatusServer(
+          {
+            status: () => this.statusJson(),
+            metrics: this.metrics,
+            action: async (name, body) => {
+              const b = (body ?? {}) as { image?: unknown; client?: unknown };
+              if (name !== 'reset-overlay' || typeof b.image !== 'string' || typeof b.client !== 'string') {
+                return { status: 400, body: { error: 'POST /reset-overlay takes {"image": NAME, "client": SERIAL|MAC|IP}' } };
+              }
+              try {
+                return { status: 200, body: await this.resetOverlay(b.image, b.client) };
+              } catch (e) {
+                return { status: 409, body: { error: (e as Error).message } };
+              }
+            },
+          },
+          this.log.child({ component: 'status' }),
+        );
         this.bound.status = (await this.status.listen(config.status.port, config.status.address)).port;
       }
     } catch (e) {
@@ -295,6 +314,20 @@ export class Daemon {
     return this.stopping;
   }
 
+  /**
+   * Deletes a client's copy-on-write overlay of an image: its next boot sees the pristine base. The client
+   * is named by serial, MAC or IP; refused while its NBD connection is open.
+   */
+  async resetOverlay(imageName: string, client: string): Promise<{ image: string; identity: string; existed: boolean }> {
+    const img = this.registry.config.images[imageName];
+    if (!img) throw new NetbootError('ENOENT', `image \`${imageName}\` is not in the config`);
+    if (img.mode !== 'cow') throw new NetbootError('NOT_COW', `image \`${imageName}\` is ${img.mode}, not copy-on-write: it has no overlays`);
+    const identity = overlayIdentity(client, this.clients);
+    const existed = await this.pool.resetOverlay(this.registry.config.server.stateDir, img.export!, identity);
+    this.log.info({ image: imageName, identity, existed }, 'copy-on-write overlay reset');
+    return { image: imageName, identity, existed };
+  }
+
   statusJson(): unknown {
     const c = this.registry.config;
     return {
@@ -315,4 +348,14 @@ export class Daemon {
       nbd: this.nbd ? { connections: this.nbd.connections } : null,
     };
   }
+}
+
+/** The overlay identity of a client named by serial, MAC or IP (as ClientTable.stateKey names them). */
+export function overlayIdentity(client: string, clients: ClientTable): string {
+  const serial = normalizeSerial(client);
+  if ('key' in serial) return `pi-${serial.key}`;
+  const mac = normalizeMac(client);
+  if ('key' in mac) return `mac-${mac.key.replace(/:/g, '-')}`;
+  if (isIP(client)) return clients.stateKey(client);
+  throw new NetbootError('EINVAL', `\`${client}\` is not a Pi serial, a MAC or an IP address`);
 }

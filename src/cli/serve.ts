@@ -1,6 +1,10 @@
 /** `netbootd serve`, `status`, `add-pi`, `add-host`: the daemon and its config from the command line. */
 import type { Command } from 'commander';
-import { Daemon } from '../daemon.js';
+import { readFileSync } from 'node:fs';
+import { Daemon, overlayIdentity } from '../daemon.js';
+import { resetOverlay } from '../disk/cow.js';
+import { ClientTable } from '../registry/clients.js';
+import type { Config } from '../config/schema.js';
 import { addHost, addPi, editConfigFile } from '../config/edit.js';
 import { loadConfig } from '../config/load.js';
 import { columns } from './image.js';
@@ -81,6 +85,32 @@ export function registerServeCommands(program: Command): void {
     });
 
   program
+    .command('reset-overlay')
+    .description("delete a client's copy-on-write overlay of an image: its next boot sees the pristine image")
+    .argument('<image>', 'image name (mode: cow)')
+    .argument('<client>', 'Pi serial, MAC address or IP address')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .action(async (image: string, client: string, opts: { config: string }) => {
+      const loaded = await loadConfig(opts.config);
+      if (!loaded.ok) throw new Error(`${opts.config} is not valid; run: netbootd check --config ${opts.config}`);
+      const c = loaded.config;
+      const url = `http://${c.status.address === '0.0.0.0' ? '127.0.0.1' : c.status.address}:${c.status.port}/reset-overlay`;
+      let r: { image: string; identity: string; existed: boolean };
+      try {
+        const res = await fetch(url, { method: 'POST', body: JSON.stringify({ image, client }), headers: { 'content-type': 'application/json' } });
+        const body = (await res.json()) as typeof r & { error?: string };
+        if (!res.ok) throw new Error(body.error ?? `status ${res.status}`);
+        r = body;
+      } catch (e) {
+        if (!c.status.enabled || isConnRefused(e)) {
+          // No daemon running: nothing has the overlay open, delete it here.
+          r = await resetOverlayOffline(c, image, client);
+        } else throw e;
+      }
+      process.stdout.write(r.existed ? `reset the overlay ${r.identity} of image ${r.image}\n` : `image ${r.image} has no overlay for ${r.identity}: nothing to reset\n`);
+    });
+
+  program
     .command('add-pi')
     .description('add (or update) a Raspberry Pi in the config, keeping its comments')
     .argument('<serial>', 'serial as in /proc/cpuinfo')
@@ -112,6 +142,25 @@ export function registerServeCommands(program: Command): void {
       const r = await editConfigFile(opts.config, (text) => addHost(text, opts.config, mac, target));
       process.stdout.write(`${r.summary} in ${opts.config} (a running daemon picks it up by itself)\n`);
     });
+}
+
+function isConnRefused(e: unknown): boolean {
+  const cause = (e as { cause?: { code?: string } }).cause;
+  return cause?.code === 'ECONNREFUSED';
+}
+
+async function resetOverlayOffline(c: Config, image: string, client: string): Promise<{ image: string; identity: string; existed: boolean }> {
+  const img = c.images[image];
+  if (!img) throw new Error(`image \`${image}\` is not in the config`);
+  if (img.mode !== 'cow') throw new Error(`image \`${image}\` is ${img.mode}, not copy-on-write: it has no overlays`);
+  const clients = new ClientTable();
+  try {
+    clients.load(JSON.parse(readFileSync(`${c.server.stateDir}/clients.json`, 'utf8')));
+  } catch {
+    /* no identities saved */
+  }
+  const identity = overlayIdentity(client, clients);
+  return { image, identity, existed: await resetOverlay(c.server.stateDir, img.export!, identity) };
 }
 
 interface StatusJson {

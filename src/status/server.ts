@@ -10,6 +10,8 @@ import type { MetricsRegistry } from '../util/metrics.js';
 export interface StatusSource {
   status(): unknown;
   metrics: MetricsRegistry;
+  /** Local admin actions (`POST /reset-overlay` with a JSON body): resolves to an HTTP status and a JSON reply. */
+  action?(name: string, body: unknown): Promise<{ status: number; body: unknown }>;
 }
 
 export class StatusServer {
@@ -37,6 +39,10 @@ export class StatusServer {
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     try {
       const url = (req.url ?? '/').split('?')[0];
+      if (req.method === 'POST' && this.source.action && url === '/reset-overlay') {
+        this.post(url.slice(1), req, res);
+        return;
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
         return;
@@ -55,6 +61,29 @@ export class StatusServer {
       if (!res.headersSent) res.writeHead(500);
       res.end();
     }
+  }
+
+  private post(name: string, req: http.IncomingMessage, res: http.ServerResponse): void {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > 64 * 1024) req.destroy();
+      else chunks.push(c);
+    });
+    req.on('end', () => {
+      let body: unknown;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+      } catch {
+        res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"body must be JSON"}\n');
+        return;
+      }
+      this.source.action!(name, body).then(
+        (r) => res.writeHead(r.status, { 'content-type': 'application/json' }).end(`${JSON.stringify(r.body)}\n`),
+        (e: unknown) => res.writeHead(500, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: (e as Error).message })}\n`),
+      );
+    });
   }
 
   close(): Promise<void> {

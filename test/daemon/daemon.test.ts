@@ -5,23 +5,10 @@ import { join } from 'node:path';
 import { haveTools, run, tempDir } from '../helpers/tools.js';
 import { mcopyIn, mcopyOut, prng, randomBytes } from '../helpers/fatimg.js';
 import { buildPiOsImage, extractRange, PI_OS_LAYOUT } from '../helpers/piimage.js';
-import { startDaemon, testConfig } from './harness.js';
+import { startDaemon, testConfig, writeChangedBlocks } from './harness.js';
 
 const SERIAL = '12345678';
 const boot = PI_OS_LAYOUT.bootStart;
-
-/** Byte ranges (64 KiB granules) where two files differ, merged into runs. */
-function diffRuns(a: Buffer, b: Buffer, granule = 64 * 1024): Array<{ off: number; len: number }> {
-  const runs: Array<{ off: number; len: number }> = [];
-  for (let off = 0; off < a.length; off += granule) {
-    const end = Math.min(a.length, off + granule);
-    if (a.compare(b, off, end, off, end) === 0) continue;
-    const last = runs[runs.length - 1];
-    if (last && last.off + last.len === off) last.len += end - off;
-    else runs.push({ off, len: end - off });
-  }
-  return runs;
-}
 
 test('coherence: boot files a client rewrites over NBD are what TFTP serves next, without a restart', async (t) => {
   if (!haveTools(t, 'curl', 'qemu-io', 'mcopy', 'sfdisk', 'mkfs.vfat', 'mkfs.ext4')) return;
@@ -47,20 +34,7 @@ pis:
   writeFileSync(join(dir, 'cmdline.txt'), newCmdline);
   writeFileSync(join(dir, 'initramfs8'), newInitrd);
   await mcopyIn(copy, [join(dir, 'cmdline.txt'), join(dir, 'initramfs8')], '::/', { offset: boot, overwrite: true });
-  extractRange(image, boot, PI_OS_LAYOUT.bootSize, join(dir, 'old-boot.bin'));
-  extractRange(copy, boot, PI_OS_LAYOUT.bootSize, join(dir, 'new-boot.bin'));
-  const oldBoot = readFileSync(join(dir, 'old-boot.bin'));
-  const newBoot = readFileSync(join(dir, 'new-boot.bin'));
-  const runs = diffRuns(oldBoot, newBoot);
-  assert.ok(runs.length > 0);
-  const cmds: string[] = [];
-  runs.forEach((r, i) => {
-    const f = join(dir, `run${i}.bin`);
-    writeFileSync(f, newBoot.subarray(r.off, r.off + r.len));
-    cmds.push('-c', `write -s ${f} ${boot + r.off} ${r.len}`);
-  });
-  cmds.push('-c', 'flush');
-  await run('qemu-io', ['-f', 'raw', ...cmds, `nbd://127.0.0.1:${d.nbdPort}/pios`]);
+  const newBoot = await writeChangedBlocks(dir, image, copy, boot, PI_OS_LAYOUT.bootSize, `nbd://127.0.0.1:${d.nbdPort}/pios`);
 
   // Boot 2: same daemon, no restart: TFTP serves exactly the bytes the client wrote.
   assert.equal((await d.fetch(`${SERIAL}/cmdline.txt`))!.toString(), newCmdline);

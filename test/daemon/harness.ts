@@ -1,7 +1,8 @@
 /**
  * Runs a Daemon in-process on ephemeral loopback ports with its log lines captured, for tests.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { extractRange } from '../helpers/piimage.js';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Daemon } from '../../src/daemon.js';
@@ -56,4 +57,40 @@ export async function startDaemon(t: { after(fn: () => unknown): void }, dir: st
     throw new Error(`curl tftp ${path}: exit ${r.code}: ${r.stderr}`);
   };
   return { daemon, configPath, lines, tftpPort, nbdPort: daemon.bound.nbd!, fetch };
+}
+
+/** Byte ranges (64 KiB granules) where two buffers differ, merged into runs. */
+export function diffRuns(a: Buffer, b: Buffer, granule = 64 * 1024): Array<{ off: number; len: number }> {
+  const runs: Array<{ off: number; len: number }> = [];
+  for (let off = 0; off < a.length; off += granule) {
+    const end = Math.min(a.length, off + granule);
+    if (a.compare(b, off, end, off, end) === 0) continue;
+    const last = runs[runs.length - 1];
+    if (last && last.off + last.len === off) last.len += end - off;
+    else runs.push({ off, len: end - off });
+  }
+  return runs;
+}
+
+/**
+ * What a client does when it updates its boot partition: a real NBD client (qemu-io) writes, at `uri`,
+ * only the 64 KiB blocks of [start, start+size) where `changed` differs from `original`, then flushes.
+ * Returns the new bytes of that range.
+ */
+export async function writeChangedBlocks(dir: string, original: string, changed: string, start: number, size: number, uri: string): Promise<Buffer> {
+  extractRange(original, start, size, join(dir, 'range-old.bin'));
+  extractRange(changed, start, size, join(dir, 'range-new.bin'));
+  const oldBytes = readFileSync(join(dir, 'range-old.bin'));
+  const newBytes = readFileSync(join(dir, 'range-new.bin'));
+  const runs = diffRuns(oldBytes, newBytes);
+  if (runs.length === 0) throw new Error('nothing changed');
+  const cmds: string[] = [];
+  runs.forEach((r, i) => {
+    const f = join(dir, `run${i}.bin`);
+    writeFileSync(f, newBytes.subarray(r.off, r.off + r.len));
+    cmds.push('-c', `write -s ${f} ${start + r.off} ${r.len}`);
+  });
+  cmds.push('-c', 'flush');
+  await run('qemu-io', ['-f', 'raw', ...cmds, uri]);
+  return newBytes;
 }
