@@ -208,7 +208,12 @@ export class Daemon {
       open: (name: string, c: NbdClient) => this.registry.open(name, c),
     };
     const tls = config.nbd.tls ? { cert: fs.readFileSync(config.nbd.tls.cert), key: fs.readFileSync(config.nbd.tls.key) } : undefined;
-    this.nbd = new NbdServer({ exports, logger: this.log.child({ component: 'nbd' }), ...(tls ? { tls } : {}) });
+    this.nbd = new NbdServer({
+      exports,
+      logger: this.log.child({ component: 'nbd' }),
+      describeClient: (ip) => clientFields(this.clients.identity(ip)),
+      ...(tls ? { tls } : {}),
+    });
     this.bound.nbd = (await this.nbd.listen(config.nbd.port, config.nbd.address)).port;
   }
 
@@ -268,6 +273,7 @@ export class Daemon {
         (k) => JSON.stringify(old[k]) !== JSON.stringify(next[k]),
       );
       this.registry = new Registry(next, this.pool, this.clients, this.log.child({ component: 'registry' }));
+      this.pool.dropVolumes();
       await this.checkImages(next);
       if (next.logging.level !== old.logging.level) this.log.level = next.logging.level;
       this.counters.reloads.inc({ result: 'applied' });
@@ -345,7 +351,12 @@ export class Daemon {
         ...(r.lastFile ? { lastFile: r.lastFile } : {}),
       })),
       tftp: this.tftp ? { ...this.tftp.stats(), recent: this.recentTransfers.slice(-20) } : null,
-      nbd: this.nbd ? { connections: this.nbd.connections } : null,
+      nbd: this.nbd
+        ? {
+            connections: this.nbd.connections,
+            clients: this.nbd.connectionInfo().map((c) => ({ ...clientFields(this.clients.identity(c.ip)), ...c, since: new Date(c.since).toISOString() })),
+          }
+        : null,
     };
   }
 }

@@ -46,6 +46,19 @@ export interface NbdServerOptions {
   /** Enables NBD_OPT_STARTTLS (SELECTIVETLS: exports marked tlsRequired need it). */
   tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer };
   limits?: Partial<NbdLimits>;
+  /** Extra log fields for a client address (the daemon adds the MAC or Pi serial it learned at boot). */
+  describeClient?: (address: string) => Record<string, string>;
+}
+
+/** One connection, for status pages. */
+export interface NbdConnectionInfo {
+  ip: string;
+  port: number | undefined;
+  export: string | null;
+  bytesRead: number;
+  bytesWritten: number;
+  requests: number;
+  since: number;
 }
 
 const META_ID_BASE_ALLOCATION = 1;
@@ -56,6 +69,7 @@ export class NbdServer {
   readonly limits: NbdLimits;
   readonly logger: Logger;
   readonly exports: ExportProvider;
+  readonly describeClient: (address: string) => Record<string, string>;
   readonly secureContext: tls.SecureContext | null;
   readonly rate = new RateLimiter(10_000);
   readonly pool = new BufferPool();
@@ -67,6 +81,7 @@ export class NbdServer {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.logger = opts.logger ?? silentLogger;
     this.exports = opts.exports;
+    this.describeClient = opts.describeClient ?? ((ip) => ({ ip }));
     this.secureContext = opts.tls ? tls.createSecureContext({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca }) : null;
     // A larger write buffer lets a few big READ replies queue without pausing request intake.
     this.server = net.createServer({ noDelay: true, highWaterMark: 1 << 20 }, (s) => this.accept(s));
@@ -92,6 +107,11 @@ export class NbdServer {
 
   get connections(): number {
     return this.conns.size;
+  }
+
+  /** Open connections with their counters. */
+  connectionInfo(): NbdConnectionInfo[] {
+    return [...this.conns].map((c) => c.info());
   }
 
   private accept(socket: net.Socket): void {
@@ -197,7 +217,7 @@ class Connection {
   constructor(private readonly srv: NbdServer, private readonly socket: net.Socket) {
     const address = normalizeAddress(socket.remoteAddress ?? '');
     this.client = { address, tls: false };
-    this.log = srv.logger.child({ ip: address, port: socket.remotePort });
+    this.log = srv.logger.child({ ...srv.describeClient(address), ip: address, port: socket.remotePort });
     this.stream = socket;
     socket.setNoDelay(true);
     // A netboot client that loses power never says goodbye: keepalive finds the dead connection so its
@@ -223,6 +243,18 @@ class Connection {
       this.dropPartialWrite();
       this.maybeFinish();
     });
+  }
+
+  info(): NbdConnectionInfo {
+    return {
+      ip: this.client.address,
+      port: this.socket.remotePort,
+      export: this.exp?.name ?? null,
+      bytesRead: this.bytesRead,
+      bytesWritten: this.bytesWritten,
+      requests: this.requests,
+      since: this.startedAt,
+    };
   }
 
   private onError(e: Error): void {

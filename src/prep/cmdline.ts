@@ -3,6 +3,7 @@
  * `root=`, `ip=` and `nbdroot=`, and `ip=dhcp nbdroot=SERVER/EXPORT root=/dev/nbd0pN` is appended. Pure and
  * idempotent: rewriting the result again gives the same text.
  */
+import { isIPv6 } from 'node:net';
 import { cmdlineValue, parseNbdroot, splitCmdline } from '../registry/cmdline.js';
 
 export interface NbdRootTarget {
@@ -26,7 +27,8 @@ export function existingNbdroot(text: string): { server: string; exportName?: st
 /** The rewritten command line (one line, ending with a newline when the original did or was empty). */
 export function rewriteCmdline(text: string, t: NbdRootTarget): string {
   const kept = splitCmdline(text).filter((a) => !DROPPED.some((k) => a === k || a.startsWith(`${k}=`)));
-  const server = t.server.includes(':') && !t.server.startsWith('[') ? `[${t.server}]` : t.server;
+  // A bare IPv6 address needs brackets; `host:port` (one colon) and `[v6]:port` are written as given.
+  const server = isIPv6(t.server) ? `[${t.server}]` : t.server;
   const args = [...kept, 'ip=dhcp', `nbdroot=${server}/${t.exportName}`, `root=/dev/nbd0p${t.rootPartition}`];
   const eol = text === '' || /\n$/.test(text) ? (/\r\n$/.test(text) ? '\r\n' : '\n') : '';
   return args.join(' ') + eol;

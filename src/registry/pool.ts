@@ -17,7 +17,8 @@ interface VolumeEntry {
 }
 
 export class ImagePool extends DevicePool {
-  private readonly volumes = new WeakMap<BlockDevice, Map<number, VolumeEntry>>();
+  /** Devices live as long as the pool (images stay open), so a plain Map. */
+  private readonly volumes = new Map<BlockDevice, Map<number, VolumeEntry>>();
 
   constructor(private readonly log: Logger = silentLogger) {
     super();
@@ -47,6 +48,17 @@ export class ImagePool extends DevicePool {
       });
     }
     return (await v.promise).volume;
+  }
+
+  /**
+   * Forgets every cached boot volume (on reload): writes made by another process (`netbootd prep`, `cp`)
+   * are not announced to this one, so a reload is how they are picked up.
+   */
+  dropVolumes(): void {
+    for (const map of this.volumes.values()) {
+      for (const v of map.values()) v.promise.then(({ volume }) => volume.close(), () => {});
+      map.clear();
+    }
   }
 
   private onWrite(dev: BlockDevice, volumes: Map<number, VolumeEntry>, off: number, len: number): void {

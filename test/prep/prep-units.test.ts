@@ -26,6 +26,7 @@ describe('cmdline.txt', () => {
     assert.equal(rewriteCmdline('a "b c" d\r\n', T), 'a "b c" d ip=dhcp nbdroot=192.168.1.10/pios root=/dev/nbd0p2\r\n');
     assert.equal(rewriteCmdline('', T), 'ip=dhcp nbdroot=192.168.1.10/pios root=/dev/nbd0p2\n');
     assert.match(rewriteCmdline('x', { ...T, server: 'fd00::1' }), /nbdroot=\[fd00::1\]\/pios/);
+    assert.match(rewriteCmdline('x', { ...T, server: '192.168.1.10:10810' }), /nbdroot=192\.168\.1\.10:10810\/pios /, 'host:port is not bracketed');
     // Arguments that merely start like the dropped ones stay.
     assert.equal(rewriteCmdline('rootwait rootfstype=ext4 ipv6.disable=1', T), 'rootwait rootfstype=ext4 ipv6.disable=1 ip=dhcp nbdroot=192.168.1.10/pios root=/dev/nbd0p2');
   });
