@@ -42,7 +42,10 @@ pis:
   // And the image file holds them too (the write was acknowledged after a flush).
   extractRange(image, boot, PI_OS_LAYOUT.bootSize, join(dir, 'now-boot.bin'));
   assert.ok(readFileSync(join(dir, 'now-boot.bin')).equals(newBoot));
-  assert.ok(d.lines.some((l) => l.msg === 'nbd disconnect' && (l.bytesWritten as number) > 3 * 1024 * 1024));
+  const disc = d.lines.find((l) => l.msg === 'nbd disconnect' && (l.bytesWritten as number) > 3 * 1024 * 1024);
+  assert.ok(disc, 'the NBD session is logged with its byte counts');
+  assert.equal(disc.serial, SERIAL, 'and with the Pi it belongs to (learned from its TFTP paths)');
+  assert.equal(disc.ip, '127.0.0.1');
 });
 
 test('reload: a new config applies without dropping a running transfer; a bad one is rejected and the old one stays', async (t) => {
