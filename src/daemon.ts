@@ -181,6 +181,7 @@ export class Daemon {
     this.tftp = new TftpServer({
       resolver,
       logger: this.log.child({ component: 'tftp' }),
+      describeClient: (ip) => clientFields(this.clients.identity(ip)),
       address: t.address,
       port: t.port,
       ...(config.server.address && t.address === '0.0.0.0' ? { replyAddress: config.server.address } : {}),
@@ -350,7 +351,18 @@ export class Daemon {
         ...(r.lastBoot ? { lastBoot: new Date(r.lastBoot).toISOString() } : {}),
         ...(r.lastFile ? { lastFile: r.lastFile } : {}),
       })),
-      tftp: this.tftp ? { ...this.tftp.stats(), recent: this.recentTransfers.slice(-20) } : null,
+      tftp: this.tftp
+        ? {
+            ...this.tftp.stats(),
+            transfers: this.tftp.activeTransfers().map((x) => ({
+              ...clientFields(this.clients.identity(x.ip)),
+              ...x,
+              percent: x.size > 0 ? Math.round((100 * x.bytes) / x.size) : 100,
+              since: new Date(x.since).toISOString(),
+            })),
+            recent: this.recentTransfers.slice(-20),
+          }
+        : null,
       nbd: this.nbd
         ? {
             connections: this.nbd.connections,

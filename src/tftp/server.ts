@@ -76,6 +76,19 @@ export interface TftpServerOptions {
    */
   replyAddress?: string;
   limits?: Partial<TftpLimits>;
+  /** Extra log fields for a client address (the daemon adds the MAC or Pi serial it learned). */
+  describeClient?: (address: string) => Record<string, string>;
+}
+
+/** A running transfer, for status pages. */
+export interface ActiveTransfer {
+  ip: string;
+  port: number;
+  path: string;
+  size: number;
+  /** Payload bytes acknowledged so far (approximate for netascii). */
+  bytes: number;
+  since: number;
 }
 
 export type TransferOutcome = 'complete' | 'client-error' | 'timeout' | 'error' | 'aborted';
@@ -193,6 +206,19 @@ export class TftpServer extends EventEmitter {
     this.listenPort = opts.port ?? 69;
     this.replyAddress = opts.replyAddress ?? this.listenAddress;
     this.limits = { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) };
+    this.describeClient = opts.describeClient ?? (() => ({}));
+  }
+
+  private readonly describeClient: (address: string) => Record<string, string>;
+
+  /** Log fields for a client: what the daemon knows of it, and its address. */
+  who(ip: string): Record<string, string> {
+    return { ...this.describeClient(ip), ip };
+  }
+
+  /** Transfers running now. */
+  activeTransfers(): ActiveTransfer[] {
+    return [...this.sessions.values()].map((s) => s.progress());
   }
 
   stats(): TftpServerStats {
@@ -321,7 +347,7 @@ export class TftpServer extends EventEmitter {
         if (!source) {
           this.counters.notFound++;
           release();
-          this.log.info({ ip, port: rinfo.port, path }, 'file not found');
+          this.log.info({ ...this.who(ip), port: rinfo.port, path }, 'file not found');
           this.sendOneShot(buildError(ERR_NOT_FOUND, 'File not found'), rinfo.port, ip);
           return;
         }
@@ -332,7 +358,7 @@ export class TftpServer extends EventEmitter {
         release();
         if (!done()) return;
         this.counters.failed++;
-        this.log.warn({ ip, port: rinfo.port, path, err: e instanceof Error ? e.message : String(e) }, 'tftp resolve failed');
+        this.log.warn({ ...this.who(ip), port: rinfo.port, path, err: e instanceof Error ? e.message : String(e) }, 'tftp resolve failed');
         this.sendOneShot(buildError(ERR_NOT_FOUND, 'File not found'), rinfo.port, ip);
       },
     );
@@ -372,7 +398,7 @@ export class TftpServer extends EventEmitter {
   }
 
   private finished(s: TransferStats): void {
-    const fields = { ip: s.address, port: s.port, path: s.path, bytes: s.bytes, ms: s.ms, mibps: Math.round(s.rate * 100) / 100, blksize: s.blksize, windowsize: s.windowsize, mode: s.mode, retransmits: s.retransmits };
+    const fields = { ...this.who(s.address), port: s.port, path: s.path, bytes: s.bytes, ms: s.ms, mibps: Math.round(s.rate * 100) / 100, blksize: s.blksize, windowsize: s.windowsize, mode: s.mode, retransmits: s.retransmits };
     switch (s.outcome) {
       case 'complete':
         this.counters.served++;
@@ -702,6 +728,13 @@ class Session {
   private fail(outcome: TransferOutcome, detail: string): void {
     if (this.state === State.Done) return;
     this.finish(outcome, detail, buildError(ERR_UNDEFINED, outcome === 'error' ? 'Server error' : detail));
+  }
+
+  progress(): ActiveTransfer {
+    return {
+      ip: this.address, port: this.port, path: this.path, size: this.source.size,
+      bytes: Math.min(this.source.size, this.base * this.blksize), since: this.started,
+    };
   }
 
   /** Ends the transfer; `message` non-null sends the client an ERROR first. */

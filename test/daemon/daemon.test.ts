@@ -63,9 +63,15 @@ test('reload: a new config applies without dropping a running transfer; a bad on
   await new Promise((r) => setTimeout(r, 400));
   writeFileSync(d.configPath, testConfig(join(dir, 'state'), `${images}pis:\n  "${SERIAL}": { image: pios }\n  abcdef01: { image: pios }\n`));
   assert.equal(await d.daemon.reload('test'), true);
-  assert.ok((d.daemon.statusJson() as { tftp: { active: number } }).tftp.active >= 1, 'the transfer was still running during the reload');
+  const st = d.daemon.statusJson() as { tftp: { active: number; transfers: Array<{ path: string; serial?: string; percent: number }> } };
+  assert.ok(st.tftp.active >= 1, 'the transfer was still running during the reload');
+  assert.equal(st.tftp.transfers[0]!.path, `${SERIAL}/kernel8.img`);
+  assert.equal(st.tftp.transfers[0]!.serial, SERIAL, 'status names the client');
+  assert.ok(st.tftp.transfers[0]!.percent < 100);
   await transfer;
   assert.deepEqual(readFileSync(out), await mcopyOut(image, '/kernel8.img', boot));
+  const sent = d.lines.find((l) => l.msg === 'file sent' && l.path === `${SERIAL}/kernel8.img`);
+  assert.ok(sent && sent.serial === SERIAL && sent.ip === '127.0.0.1' && sent.bytes === 655360, 'the TFTP log line names the Pi and the bytes');
   assert.ok((await d.fetch('abcdef01/config.txt'))!.length > 0, 'the new Pi is served');
 
   // A broken config: rejected with its position, the previous config keeps serving.
