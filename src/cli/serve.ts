@@ -167,8 +167,14 @@ interface StatusJson {
   uptimeS: number;
   config: string;
   clients: Array<{ ip: string; mac?: string; serial?: string; client?: string; firmware?: string; lastSeen: string; lastBoot?: string; lastFile?: string }>;
-  tftp: { active: number; served: number; notFound: number; failed: number; recent?: Array<{ address: string; path: string; bytes: number; rate: number; outcome: string }> } | null;
-  nbd: { connections: number } | null;
+  tftp: {
+    active: number;
+    served: number;
+    notFound: number;
+    failed: number;
+    transfers?: Array<{ ip: string; mac?: string; serial?: string; path: string; size: number; bytes: number; percent: number }>;
+  } | null;
+  nbd: { connections: number; clients?: Array<{ ip: string; mac?: string; serial?: string; export: string | null; bytesRead: number; bytesWritten: number }> } | null;
 }
 
 export function formatStatus(s: StatusJson): string {
@@ -176,6 +182,13 @@ export function formatStatus(s: StatusJson): string {
   out.push(`netbootd up ${s.uptimeS}s, config ${s.config}`);
   if (s.tftp) out.push(`TFTP: ${s.tftp.active} active, ${s.tftp.served} served, ${s.tftp.notFound} not found, ${s.tftp.failed} failed`);
   if (s.nbd) out.push(`NBD: ${s.nbd.connections} connections`);
+  const who = (c: { ip: string; mac?: string; serial?: string }): string => [c.serial ?? c.mac, c.ip].filter(Boolean).join(' ');
+  if (s.tftp?.transfers?.length) {
+    out.push('', columns([['TFTP TRANSFER', 'CLIENT', 'PROGRESS'], ...s.tftp.transfers.map((x) => [x.path, who(x), `${x.percent}% of ${x.size} bytes`])]).trimEnd());
+  }
+  if (s.nbd?.clients?.length) {
+    out.push('', columns([['NBD EXPORT', 'CLIENT', 'READ', 'WRITTEN'], ...s.nbd.clients.map((c) => [c.export ?? '(handshake)', who(c), String(c.bytesRead), String(c.bytesWritten)])]).trimEnd());
+  }
   out.push('');
   if (s.clients.length === 0) out.push('no clients seen yet');
   else {
