@@ -79,8 +79,20 @@ function crossCheck(c: Partial<Config>, ctx: ValidationContext, baseDir: string)
   };
 
   const exports = new Map<string, string>();
+  const files = new Map<string, string>();
   for (const [name, img] of Object.entries(images)) {
-    if (img.path !== undefined) img.path = resolve(baseDir, img.path);
+    if (img.path !== undefined) {
+      img.path = resolve(baseDir, img.path);
+      const other = files.get(img.path);
+      if (other !== undefined) {
+        ctx.warnings.push({
+          path: `images.${name}.path`,
+          message: `image \`${other}\` uses the same file: give each file one image entry (writes through one are not seen through the other)`,
+          offset: at(`images.${name}.path`),
+        });
+      }
+      files.set(img.path, name);
+    }
     const exp = img.export ?? name;
     img.export = exp;
     const other = exports.get(exp);

@@ -152,3 +152,11 @@ test('the example config loads and shows every key of the schema', async () => {
   const missing = [...new Set(keys)].filter((k) => !new RegExp(`\\b${k}:`).test(text));
   assert.deepEqual(missing, []);
 });
+
+test('two images on one file is a warning', () => {
+  const r = parseConfig('images:\n  a: { path: /srv/x.img }\n  b: { path: /srv/../srv/x.img, mode: readonly }\n', 'w.yaml');
+  assert.ok(r.ok);
+  assert.deepEqual(r.warnings.map(formatIssue), [
+    'w.yaml:3:8: images.b.path: image `a` uses the same file: give each file one image entry (writes through one are not seen through the other)',
+  ]);
+});
