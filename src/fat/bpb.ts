@@ -6,7 +6,8 @@
  * `FAT12   `/`FAT32   ` strings, which are informational): fewer than 4085 clusters is FAT12, fewer than
  * 65525 is FAT16, otherwise FAT32.
  */
-import { ParseError, err, ok, type Result } from '../util/errors.js';
+import { readAt, type BlockDevice } from '../disk/blockdev.js';
+import { CorruptError, NetbootError, ParseError, err, ok, type Result } from '../util/errors.js';
 
 export type FatType = 'FAT12' | 'FAT16' | 'FAT32';
 
@@ -191,4 +192,16 @@ export function parseBootSector(buf: Buffer, deviceSize?: number): Result<Bpb> {
 /** True when these bytes (the first sector of a partition) look like a valid FAT boot sector. */
 export function isFat(bootSector: Buffer): boolean {
   return parseBootSector(bootSector).ok;
+}
+
+/** Reads and validates a device's boot sector (its bytes and the parsed BPB); errors name the device. */
+export async function readBootSector(dev: BlockDevice, name: string): Promise<{ bpb: Bpb; boot: Buffer }> {
+  if (dev.size < BOOT_SECTOR_MIN) throw new CorruptError('ETRUNC', `${name}: ${dev.size} bytes is too small for a FAT volume`);
+  const boot = await readAt(dev, 0, BOOT_SECTOR_MIN);
+  const parsed = parseBootSector(boot, dev.size);
+  if (!parsed.ok) {
+    const e = parsed.error;
+    throw new (e.constructor as typeof NetbootError)(e.code, `${name}: ${e.message}`);
+  }
+  return { bpb: parsed.value, boot };
 }

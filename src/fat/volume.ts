@@ -20,9 +20,9 @@
  * Linux and mtools do), and paths are bounded in depth.
  */
 import { readAt, type BlockDevice } from '../disk/blockdev.js';
-import { CorruptError, IoError, NotFoundError, NetbootError } from '../util/errors.js';
+import { CorruptError, IoError, NotFoundError } from '../util/errors.js';
 import type { FileSource, ReadCallback } from '../util/source.js';
-import { BOOT_SECTOR_MIN, parseBootSector, type Bpb, type FatType } from './bpb.js';
+import { readBootSector, type Bpb, type FatType } from './bpb.js';
 import { ATTR_DIRECTORY, MAX_DIR_BYTES, parseDirectory, type DirEntry } from './dir.js';
 import { BoundedLru } from './lru.js';
 import { FatTable, type Extent } from './table.js';
@@ -266,16 +266,7 @@ export class FatVolume {
   /** Opens the FAT volume on `dev`; rejects with `ParseError` (not FAT, bad BPB) or `CorruptError`. */
   static async open(dev: BlockDevice, opts: { name?: string } = {}): Promise<FatVolume> {
     const name = opts.name ?? dev.name;
-    if (dev.size < BOOT_SECTOR_MIN) {
-      throw new CorruptError('ETRUNC', `${name}: ${dev.size} bytes is too small for a FAT volume`);
-    }
-    const boot = await readAt(dev, 0, BOOT_SECTOR_MIN);
-    const parsed = parseBootSector(boot, dev.size);
-    if (!parsed.ok) {
-      const e = parsed.error;
-      throw new (e.constructor as typeof NetbootError)(e.code, `${name}: ${e.message}`);
-    }
-    const bpb = parsed.value;
+    const { bpb } = await readBootSector(dev, name);
     const vol = new FatVolume(dev, bpb, name, '');
     try {
       const root = await vol.directory(ROOT);

@@ -29,7 +29,7 @@
 import { readAt, writeAt, flushDevice, type BlockDevice } from '../disk/blockdev.js';
 import { CorruptError, NetbootError, NotFoundError, IoError } from '../util/errors.js';
 import type { FileSource } from '../util/source.js';
-import { BOOT_SECTOR_MIN, parseBootSector, type Bpb, type FatType } from './bpb.js';
+import { readBootSector, type Bpb, type FatType } from './bpb.js';
 import {
   ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_LONG_NAME, DIR_ENTRY_SIZE, MAX_DIR_BYTES, parseDirectory, shortNameChecksum, type DirEntry,
 } from './dir.js';
@@ -119,14 +119,7 @@ export class FatWriter {
   static async open(dev: BlockDevice, opts: { name?: string } = {}): Promise<FatWriter> {
     const name = opts.name ?? dev.name;
     if (dev.readOnly) throw new IoError('EPERM', `${name}: opened read-only`);
-    if (dev.size < BOOT_SECTOR_MIN) throw new CorruptError('ETRUNC', `${name}: ${dev.size} bytes is too small for a FAT volume`);
-    const boot = await readAt(dev, 0, BOOT_SECTOR_MIN);
-    const parsed = parseBootSector(boot, dev.size);
-    if (!parsed.ok) {
-      const e = parsed.error;
-      throw new (e.constructor as typeof NetbootError)(e.code, `${name}: ${e.message}`);
-    }
-    const bpb = parsed.value;
+    const { bpb, boot } = await readBootSector(dev, name);
     let mirrorOff = false;
     let fsinfoOffset = -1;
     let hint = 2;

@@ -145,13 +145,7 @@ export class NbdServer {
 
 type Phase = 'flags' | 'optHeader' | 'optData' | 'busy' | 'transmission' | 'closing';
 
-interface Req {
-  flags: number;
-  type: number;
-  handleHi: number;
-  handleLo: number;
-  offset: number;
-  length: number;
+interface Req extends P.Request {
   /** WRITE payload lying inside one socket chunk (a view). */
   payload: Buffer | null;
   /** WRITE payload spread over several socket chunks (views, in order; never copied together). */
