@@ -8,9 +8,9 @@ import { buildPiOsImage, netbootd, PI_OS_LAYOUT } from '../helpers/piimage.js';
 import { testConfig } from './harness.js';
 import { RawNbd } from '../nbd/client.js';
 import * as P from '../../src/nbd/packet.js';
-import { openSync, readSync, closeSync } from 'node:fs';
+import { openSync, readSync, closeSync, readFileSync } from 'node:fs';
 
-test('serve: SIGTERM with an NBD client attached exits 0 within seconds, and its writes are in the image', async (t) => {
+test('serve: SIGHUP reloads; SIGTERM with an NBD client attached exits 0 within seconds, and its writes are in the image', async (t) => {
   if (!haveTools(t, 'sfdisk', 'mkfs.vfat', 'mcopy', 'nbdinfo')) return;
   const dir = tempDir(t);
   const image = join(dir, 'pi.img');
@@ -35,6 +35,11 @@ test('serve: SIGTERM with an NBD client attached exits 0 within seconds, and its
   const at = PI_OS_LAYOUT.rootStart + 1024 * 1024;
   c.request(P.CMD_WRITE, 0, 1n, at, payload.length, payload);
   assert.equal((await c.simpleReply()).error, 0);
+  // SIGHUP reloads (the unit's ExecReload): a Pi added to the file is served afterwards.
+  writeFileSync(config, testConfig(join(dir, 'state'), `images:\n  pios: { path: ${image} }\npis:\n  "12345678": { image: pios }\n  "abcdef01": { image: pios }\n`).replace('tftp: { address: 127.0.0.1, port: 0 }', 'tftp: { address: 127.0.0.1, port: 0, maxBlksize: 1468 }'));
+  process.kill(p.pid!, 'SIGHUP');
+  for (let i = 0; i < 50 && !/"why":"SIGHUP"/.test(out); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(out, /"why":"SIGHUP".*"msg":"config reloaded/);
   const t0 = Date.now();
   const exited = new Promise<number | null>((res) => p.once('exit', (code) => res(code)));
   process.kill(p.pid!, 'SIGTERM');
@@ -97,4 +102,25 @@ test('check: a missing image and a bad config are errors with their reasons', as
   r = await netbootd(['check', '--config', config]);
   assert.equal(r.code, 1);
   assert.match(r.stdout.toString(), /ERROR config: .*netbootd\.yaml:2:3: pis\.zz: serial must be 8 hex digits/);
+});
+
+test('add-pi and add-host edit the config file in place, keeping its comments', async (t) => {
+  const dir = tempDir(t);
+  const config = join(dir, 'netbootd.yaml');
+  writeFileSync(config, '# my server\nimages:\n  jammy: { path: /srv/jammy.img }  # the Pi image\n');
+  let r = await netbootd(['add-pi', '1000000089025d75', '--image', 'jammy', '--config', config]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout.toString(), /added Pi 89025d75 → image jammy/);
+  assert.match(r.stderr, /shortened to `89025d75`/);
+  r = await netbootd(['add-host', '52:54:00:AA:BB:01', '--image', 'jammy', '--boot-file', 'pxelinux.0', '--config', config]);
+  assert.equal(r.code, 0, r.stderr);
+  const text = readFileSync(config, 'utf8');
+  assert.match(text, /# my server/);
+  assert.match(text, /# the Pi image/);
+  assert.match(text, /"89025d75": \{ image: jammy \}/);
+  assert.match(text, /"52:54:00:aa:bb:01": \{ image: jammy, bootFile: pxelinux\.0 \}/);
+  r = await netbootd(['add-pi', '89025d75', '--image', 'nope', '--config', config]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^netbootd: image `nope` is not defined in the config \(known images: jammy\)$/m);
+  assert.equal(readFileSync(config, 'utf8'), text, 'a refused edit leaves the file alone');
 });

@@ -63,3 +63,10 @@ test('the table saves and restores identities, skipping malformed records, and r
   assert.equal(b.get('198.18.0.50')!.lastBoot, 1000);
   assert.equal(b.load({ not: 'a list' }), 0);
 });
+
+test('pretty log lines for a terminal: time, level, component, message, fields', async () => {
+  const { prettyLine } = await import('../../src/util/log.js');
+  const line = prettyLine(JSON.stringify({ level: 30, time: Date.UTC(2026, 0, 2, 3, 4, 5), component: 'tftp', msg: 'file sent', ip: '198.18.0.5', serial: '89025d75', path: 'a b' }));
+  assert.equal(line, '03:04:05 INFO  tftp: file sent  ip=198.18.0.5 serial=89025d75 path="a b"');
+  assert.equal(prettyLine('not json'), 'not json');
+});
