@@ -8,7 +8,7 @@ import { FileBlockDevice } from '../disk/blockdev.js';
 import { formatIssue, loadConfig } from '../config/load.js';
 import type { Config, ImageConfig } from '../config/schema.js';
 import type { FatVolume } from '../fat/volume.js';
-import { openBootVolume } from './boot.js';
+import { openBootVolume } from '../fat/boot.js';
 import { cmdlineValue, parseNbdDevice, parseNbdroot, splitCmdline } from './cmdline.js';
 import { DEFAULT_BOOT_FILES } from './policy.js';
 import type { Partition, PartitionTable } from '../disk/partitions.js';

@@ -7,7 +7,7 @@ import type { BlockDevice } from '../disk/blockdev.js';
 import { DevicePool } from '../disk/pool.js';
 import type { FatVolume } from '../fat/volume.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { openBootVolume } from './boot.js';
+import { openBootVolume } from '../fat/boot.js';
 
 /** Bytes at the start of a device / partition (and at the end of a device: GPT backup) whose change means "re-read the structure". */
 const HEAD_BYTES = 64 * 1024;

@@ -6,9 +6,9 @@
  * Opened volumes are cached per device and partition; a FatVolume follows writes to its device itself
  * (it listens to `written` events), so a kernel updated over NBD is what the next boot gets.
  */
-import { readAt, type BlockDevice } from '../disk/blockdev.js';
-import { readPartitionTable, openPartition, isFatMbrType, type Partition } from '../disk/partitions.js';
-import { FatVolume, isFat } from '../fat/volume.js';
+import type { BlockDevice } from '../disk/blockdev.js';
+import { openBootVolume } from '../fat/boot.js';
+import type { FatVolume } from '../fat/volume.js';
 import { NotFoundError } from '../util/errors.js';
 import type { FileSource } from '../util/source.js';
 import type { ResolveRequest, TftpResolver } from './resolver.js';
@@ -22,17 +22,6 @@ export interface PiImageAssignment {
 export type PiAssignmentLookup = (serial: string, address: string) => PiImageAssignment | null;
 
 const SERIAL = /^[0-9a-f]{8}$/;
-
-/** GPT type GUIDs that hold FAT boot files. */
-const GPT_FAT_TYPES = new Set([
-  'c12a7328-f81f-11d2-ba4b-00a0c93ec93b', // EFI System
-  'ebd0a0a2-b9e5-4433-87c0-68b6b72699c7', // Microsoft basic data
-]);
-
-function fatTyped(p: Partition): boolean {
-  if (p.extended) return false;
-  return p.scheme === 'mbr' ? isFatMbrType(p.type) : GPT_FAT_TYPES.has(p.type.toLowerCase());
-}
 
 export class PiImageResolver implements TftpResolver {
   private readonly lookup: PiAssignmentLookup;
@@ -88,16 +77,6 @@ export class PiImageResolver implements TftpResolver {
   }
 
   private async openVolume(dev: BlockDevice, partition: number): Promise<FatVolume> {
-    const table = await readPartitionTable(dev);
-    if (partition >= 0) return FatVolume.open(openPartition(dev, table, partition));
-    if (table.scheme === 'none') return FatVolume.open(openPartition(dev, table, 0));
-    // Partitions typed FAT first, then any partition whose first sector is a FAT boot sector.
-    const ordered = [...table.partitions.filter(fatTyped), ...table.partitions.filter((p) => !fatTyped(p) && !p.extended)];
-    for (const p of ordered) {
-      if (p.size < 512) continue;
-      const boot = await readAt(dev, p.start, 512);
-      if (isFat(boot)) return FatVolume.open(openPartition(dev, table, p.number));
-    }
-    throw new NotFoundError('NO_FAT_PARTITION', `${dev.name}: no FAT partition`);
+    return (await openBootVolume(dev, partition >= 0 ? partition : undefined)).volume;
   }
 }

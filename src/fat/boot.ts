@@ -5,7 +5,7 @@
  */
 import { readAt, type BlockDevice } from '../disk/blockdev.js';
 import { isFatMbrType, openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
-import { FatVolume, isFat } from '../fat/volume.js';
+import { FatVolume, isFat } from './volume.js';
 import { NotFoundError } from '../util/errors.js';
 
 /** GPT type GUIDs that hold FAT boot files. */
