@@ -6,20 +6,23 @@
 #        (firmware/kernel files are random bytes of realistic sizes: the test compares bytes, not behaviour);
 #        partition 2 ext4 (type 0x83) made with mkfs.ext4 -d, holding /e2e-marker.
 #   scripts/e2e/build-pi-disk.sh OUT.img --server ADDR --export NAME [--seed N]
+#   scripts/e2e/build-pi-disk.sh OUT.img --stock [--seed N]
+#        (--stock: cmdline.txt as Raspberry Pi OS ships it, root=PARTUUID=…; `netbootd prep` makes it netbootable)
 set -euo pipefail
 
-out=""; server=""; export_name=""; seed=1
+out=""; server=""; export_name=""; seed=1; stock=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --server) server=$2; shift 2 ;;
     --export) export_name=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --stock) stock=1; shift ;;
     -*) echo "build-pi-disk: unknown option $1" >&2; exit 2 ;;
     *) out=$1; shift ;;
   esac
 done
-[ -n "$out" ] && [ -n "$server" ] && [ -n "$export_name" ] || {
-  echo "usage: build-pi-disk.sh OUT.img --server ADDR --export NAME [--seed N]" >&2
+[ -n "$out" ] && { [ "$stock" = 1 ] || { [ -n "$server" ] && [ -n "$export_name" ]; }; } || {
+  echo "usage: build-pi-disk.sh OUT.img (--server ADDR --export NAME | --stock) [--seed N]" >&2
   exit 2
 }
 
@@ -50,7 +53,11 @@ initramfs initrd.img followkernel
 dtoverlay=vc4-kms-v3d-pi4
 dtoverlay=disable-bt
 EOF
-printf 'console=serial0,115200 console=tty1 root=/dev/nbd0p2 nbdroot=%s/%s rootfstype=ext4 rootwait\n' "$server" "$export_name" >"$files/cmdline.txt"
+if [ "$stock" = 1 ]; then
+  printf 'console=serial0,115200 console=tty1 root=PARTUUID=6e657462-02 rootfstype=ext4 fsck.repair=yes rootwait\n' >"$files/cmdline.txt"
+else
+  printf 'console=serial0,115200 console=tty1 root=/dev/nbd0p2 nbdroot=%s/%s rootfstype=ext4 rootwait\n' "$server" "$export_name" >"$files/cmdline.txt"
+fi
 
 fat_start=2048; fat_sectors=131072
 ext_start=$((fat_start + fat_sectors)); ext_sectors=32768
@@ -74,9 +81,10 @@ rm -f "$out"
 truncate -s $((total * 512)) "$out"
 sfdisk -q "$out" <<EOF
 label: dos
+label-id: 0x6e657462
 start=$fat_start, size=$fat_sectors, type=c
 start=$ext_start, size=$ext_sectors, type=83
 EOF
 dd if="$fat" of="$out" bs=512 seek="$fat_start" conv=notrunc,sparse status=none
 dd if="$ext" of="$out" bs=512 seek="$ext_start" conv=notrunc,sparse status=none
-echo "build-pi-disk: $out: p1 FAT32 @${fat_start}s, p2 ext4 @${ext_start}s; nbdroot=$server/$export_name" >&2
+echo "build-pi-disk: $out: p1 FAT32 @${fat_start}s, p2 ext4 @${ext_start}s; $(cat "$files/cmdline.txt")" >&2

@@ -5,15 +5,16 @@
  * terminate" and re-read, the rest of the boot files, a Pi 5 asking `serial//config.txt` with blksize 1468,
  * an unknown serial (file not found), then an NBD read of the whole image. Every byte is compared with the
  * FAT of the image (mtools) and the root partition's ext4 superblock with the image file.
+ * The image starts as a stock Raspberry Pi OS style disk and is made netbootable by `netbootd prep` (issue 8).
  * Runs against the reference stack (dnsmasq proxy + TFTP from per-serial directories, nbd-server) and
  * netbootd (skipped until src/daemon.ts exists).
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, openSync, readSync, closeSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, openSync, readSync, closeSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run } from '../helpers/tools.js';
+import { cliCommand, run } from '../helpers/tools.js';
 import { E2E_ROOT, SCRIPTS, daemonAvailable, DAEMON_MISSING } from './artifacts.js';
 import { fatFiles, partitionsOf } from './image.js';
 import { createTopology, startStack, selectedStacks, STACK_TITLES, SERVER_ADDRESS, tailOf, type StackName, type Topology } from './stacks.js';
@@ -58,9 +59,20 @@ for (const stackName of STACKS) {
     test('Pi 4 and Pi 5: DHCP, TFTP boot files byte-exact from the FAT, size probe, unknown serial, NBD superblock',
       { timeout: 300_000 }, async (t) => {
         if (!e2eReady(t, ['nbdcopy', 'openssl'])) return;
+        // A stock image (cmdline.txt with root=PARTUUID=…, as Raspberry Pi OS ships it) made netbootable by
+        // `netbootd prep` — no mounts — with a new initrd.img and cloud-init packages, then served.
         const image = join(work(), 'pi.img');
-        await run('bash', [join(SCRIPTS, 'build-pi-disk.sh'), image, '--server', SERVER_ADDRESS, '--export', PI_EXPORT]);
+        await run('bash', [join(SCRIPTS, 'build-pi-disk.sh'), image, '--stock']);
+        const initrd = join(work(), 'initrd.img');
+        writeFileSync(initrd, Buffer.alloc(2 * 1024 * 1024 + 333, 0x1d));
+        const { cmd, args } = cliCommand();
+        const prep = await run(cmd, [...args, 'prep', image, '--server', SERVER_ADDRESS, '--export', PI_EXPORT, '--root-partition', '2',
+          '--copy', initrd, '--packages', 'nbd-client'], { cwd: E2E_ROOT });
+        assert.match(prep.stdout.toString(), /cmdline\.txt/, prep.stdout.toString());
         const fat = await fatFiles(image, 1);
+        assert.equal(fat.get('cmdline.txt')!.toString(),
+          `console=serial0,115200 console=tty1 rootfstype=ext4 fsck.repair=yes rootwait ip=dhcp nbdroot=${SERVER_ADDRESS}/${PI_EXPORT} root=/dev/nbd0p2\n`);
+        assert.ok(fat.get('initrd.img')!.equals(readFileSync(initrd)), 'prep copied the new initrd.img');
         topo = await createTopology(`e2ep${stackName[0]}`, work());
         const pi4 = await topo.lab.addHost('pi4', { mac: PI4.mac });
         const pi5 = await topo.lab.addHost('pi5', { mac: PI5.mac });
