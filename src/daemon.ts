@@ -83,9 +83,9 @@ export class Daemon {
     this.metrics.computed('netbootd_nbd_connections', 'Open NBD connections', () => this.nbd?.connections ?? 0);
 
     try {
-      if (config.tftp.enabled) await this.startTftp(config);
-      if (config.nbd.enabled) await this.startNbd(config);
-      if (config.dhcp.enabled) await this.startDhcp(config);
+      if (config.tftp.enabled) await listening(this.startTftp(config), 'TFTP', 'udp', config.tftp.port, 'tftp.port');
+      if (config.nbd.enabled) await listening(this.startNbd(config), 'NBD', 'tcp', config.nbd.port, 'nbd.port');
+      if (config.dhcp.enabled) await listening(this.startDhcp(config), 'proxy DHCP', 'udp', config.dhcp.port, 'dhcp.port (and dhcp.proxyPort)');
       if (config.status.enabled) {
         this.status = new StatusServer(
           {
@@ -105,7 +105,7 @@ export class Daemon {
           },
           this.log.child({ component: 'status' }),
         );
-        this.bound.status = (await this.status.listen(config.status.port, config.status.address)).port;
+        this.bound.status = (await listening(this.status.listen(config.status.port, config.status.address), 'status', 'tcp', config.status.port, 'status.port')).port;
       }
     } catch (e) {
       await this.stop();
@@ -381,4 +381,25 @@ export function overlayIdentity(client: string, clients: ClientTable): string {
   if ('key' in mac) return `mac-${mac.key.replace(/:/g, '-')}`;
   if (isIP(client)) return clients.stateKey(client);
   throw new NetbootError('EINVAL', `\`${client}\` is not a Pi serial, a MAC or an IP address`);
+}
+
+/** Turns a failed bind into a sentence that says what to do. */
+async function listening<T>(p: Promise<T>, what: string, proto: 'udp' | 'tcp', port: number, key: string): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    const known = /\b(EACCES|EADDRINUSE|EADDRNOTAVAIL)\b/;
+    const own = (e as NodeJS.ErrnoException).code;
+    const code = own && known.test(own) ? own : known.exec(String((e as Error).message))?.[1];
+    if (code === 'EACCES') {
+      throw new NetbootError('EACCES', `${what}: no permission to listen on ${proto} port ${port}: run netbootd through its systemd unit (CAP_NET_BIND_SERVICE) or as root, or set ${key} above 1023`);
+    }
+    if (code === 'EADDRINUSE') {
+      throw new NetbootError('EADDRINUSE', `${what}: ${proto} port ${port} is already in use by another program (another netbootd, dnsmasq, a TFTP or NBD server?); see: ss -lnp${proto === 'udp' ? 'u' : 't'} 'sport = :${port}'`);
+    }
+    if (code === 'EADDRNOTAVAIL') {
+      throw new NetbootError('EADDRNOTAVAIL', `${what}: the listen address is not one of this host's addresses (${key} / address settings)`);
+    }
+    throw e;
+  }
 }

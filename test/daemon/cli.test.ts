@@ -124,3 +124,17 @@ test('add-pi and add-host edit the config file in place, keeping its comments', 
   assert.match(r.stderr, /^netbootd: image `nope` is not defined in the config \(known images: jammy\)$/m);
   assert.equal(readFileSync(config, 'utf8'), text, 'a refused edit leaves the file alone');
 });
+
+test('serve: a port already in use is a clear one-line error, exit 1', async (t) => {
+  const dir = tempDir(t);
+  const { createSocket } = await import('node:dgram');
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  t.after(() => s.close());
+  const port = s.address().port;
+  const config = join(dir, 'netbootd.yaml');
+  writeFileSync(config, testConfig(join(dir, 'state'), '').replace('tftp: { address: 127.0.0.1, port: 0 }', `tftp: { address: 127.0.0.1, port: ${port} }`));
+  const r = await netbootd(['serve', '--config', config]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`^netbootd: TFTP: udp port ${port} is already in use by another program`, 'm'));
+});
