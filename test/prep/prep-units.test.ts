@@ -2,6 +2,7 @@
  * The pure parts of prep: cmdline.txt rewriting, cloud-init user-data edits, sizes and names, the config
  * edit (addImage), and the GPT/MBR growth planner (checked by re-reading the table with our parser).
  */
+import { craftGpt } from '../disk/craft.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parse as parseYaml } from 'yaml';
@@ -12,7 +13,7 @@ import { defaultExportName } from '../../src/prep/prep.js';
 import { addImage, addPi } from '../../src/config/edit.js';
 import { parseConfig } from '../../src/config/load.js';
 import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
-import { crc32, readPartitionTable } from '../../src/disk/partitions.js';
+import { readPartitionTable } from '../../src/disk/partitions.js';
 
 const T = { server: '192.168.1.10', exportName: 'pios', rootPartition: 2 };
 
@@ -101,47 +102,13 @@ describe('sizes, names and the config', () => {
   });
 });
 
-/** A GPT disk of `sectors` 512-byte sectors with two partitions, built by hand. */
+/** A GPT disk of `sectors` 512-byte sectors with two Linux partitions (test/disk/craft.ts builds it). */
 function gptDisk(sectors: number): Buffer {
-  const d = Buffer.alloc(sectors * 512);
-  // Protective MBR.
-  d[446 + 4] = 0xee;
-  d.writeUInt32LE(1, 446 + 8);
-  d.writeUInt32LE(sectors - 1, 446 + 12);
-  d[510] = 0x55;
-  d[511] = 0xaa;
-  const entries = Buffer.alloc(128 * 128);
-  const put = (i: number, first: number, last: number, name: string): void => {
-    const o = i * 128;
-    Buffer.from('a2a0d0ebe5b9334487c068b6b72699c7', 'hex').copy(entries, o);
-    entries[o + 16] = i + 1;
-    entries.writeBigUInt64LE(BigInt(first), o + 32);
-    entries.writeBigUInt64LE(BigInt(last), o + 40);
-    entries.write(name, o + 56, 'utf16le');
-  };
-  put(0, 2048, 4095, 'boot');
-  put(1, 4096, sectors - 34, 'root');
-  const header = (my: number, alt: number, ent: number): Buffer => {
-    const h = Buffer.alloc(512);
-    h.write('EFI PART', 0, 'latin1');
-    h.writeUInt32LE(0x10000, 8);
-    h.writeUInt32LE(92, 12);
-    h.writeBigUInt64LE(BigInt(my), 24);
-    h.writeBigUInt64LE(BigInt(alt), 32);
-    h.writeBigUInt64LE(34n, 40);
-    h.writeBigUInt64LE(BigInt(sectors - 34), 48);
-    h.writeBigUInt64LE(BigInt(ent), 72);
-    h.writeUInt32LE(128, 80);
-    h.writeUInt32LE(128, 84);
-    h.writeUInt32LE(crc32(entries), 88);
-    h.writeUInt32LE(crc32(h.subarray(0, 92)), 16);
-    return h;
-  };
-  header(1, sectors - 1, 2).copy(d, 512);
-  entries.copy(d, 1024);
-  entries.copy(d, (sectors - 33) * 512);
-  header(sectors - 1, 1, sectors - 33).copy(d, (sectors - 1) * 512);
-  return d;
+  const linux = '0fc63daf-8483-4772-8e79-3d69d8477de4';
+  return craftGpt(512, sectors, [
+    { type: linux, guid: '00000001-0000-0000-0000-000000000000', firstLba: 2048, lastLba: 4095, name: 'boot' },
+    { type: linux, guid: '00000002-0000-0000-0000-000000000000', firstLba: 4096, lastLba: sectors - 34, name: 'root' },
+  ]);
 }
 
 describe('growth planner', () => {
