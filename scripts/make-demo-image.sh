@@ -95,17 +95,7 @@ for f in vc4-kms-v3d.dtbo disable-bt.dtbo README; do
   mcopy -m -i "$fat" "$work/boot/overlays/$f" "::/overlays/$f"
 done
 
-rm -f "$out"
-truncate -s $((total_mib * MiB)) "$out"
-sfdisk --no-reread --no-tell-kernel -q "$out" <<EOF
-label: dos
-label-id: 0x$disk_id
-unit: sectors
-start=$((boot_start_mib * 2048)), size=$((boot_mib * 2048)), type=c, bootable
-start=$(((boot_start_mib + boot_mib) * 2048)), type=83
-EOF
-dd if="$fat" of="$out" bs=1M seek="$boot_start_mib" conv=notrunc,sparse status=none
-
+ext=-
 if command -v mkfs.ext4 >/dev/null 2>&1; then
   printf 'netbootd-demo\n' >"$work/root/etc/hostname"
   printf 'proc /proc proc defaults 0 0\nPARTUUID=%s-01 /boot/firmware vfat defaults 0 2\nPARTUUID=%s-02 / ext4 defaults,noatime 0 1\n' \
@@ -113,8 +103,10 @@ if command -v mkfs.ext4 >/dev/null 2>&1; then
   ext="$work/root.ext4"
   truncate -s $((root_mib * MiB)) "$ext"
   mkfs.ext4 -q -F -L rootfs -U 6e657462-6f6f-7464-8000-000000000002 -E root_owner=0:0 -d "$work/root" "$ext"
-  dd if="$ext" of="$out" bs=1M seek=$((boot_start_mib + boot_mib)) conv=notrunc,sparse status=none
 else
   echo "make-demo-image: mkfs.ext4 not found; partition 2 left empty" >&2
 fi
+bash "$(dirname "$0")/lib/assemble-mbr.sh" "$out" --id "$disk_id" --bootable \
+  --fat "$fat" $((boot_start_mib * 2048)) $((boot_mib * 2048)) \
+  --linux "$ext" $(((boot_start_mib + boot_mib) * 2048)) $((root_mib * 2048))
 echo "built $out ($total_mib MiB, sparse)"

@@ -72,7 +72,6 @@ EOF
 # Layout in 512-byte sectors: 1 MiB gap, 64 MiB FAT32, 32 MiB ext4.
 fat_start=2048; fat_sectors=131072
 ext_start=$((fat_start + fat_sectors)); ext_sectors=65536
-total=$((ext_start + ext_sectors))
 
 fat="$work/fat.img"
 truncate -s $((fat_sectors * 512)) "$fat"
@@ -92,13 +91,5 @@ printf '%s\n' "$marker" >"$work/rootfs/e2e-marker"
 ext="$work/ext4.img"
 mkfs.ext4 -q -F -L e2eroot -d "$work/rootfs" "$ext" $((ext_sectors / 2))k >&2
 
-rm -f "$out"
-truncate -s $((total * 512)) "$out"
-sfdisk -q "$out" <<EOF
-label: dos
-start=$fat_start, size=$fat_sectors, type=c, bootable
-start=$ext_start, size=$ext_sectors, type=83
-EOF
-dd if="$fat" of="$out" bs=512 seek="$fat_start" conv=notrunc,sparse status=none
-dd if="$ext" of="$out" bs=512 seek="$ext_start" conv=notrunc,sparse status=none
+bash "$(dirname "$0")/../lib/assemble-mbr.sh" "$out" --fat "$fat" "$fat_start" "$fat_sectors" --linux "$ext" "$ext_start" "$ext_sectors" --bootable
 echo "build-disk: $out: p1 FAT32 @${fat_start}s, p2 ext4 @${ext_start}s; APPEND $cmdline" >&2

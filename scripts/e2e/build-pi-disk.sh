@@ -61,7 +61,6 @@ fi
 
 fat_start=2048; fat_sectors=131072
 ext_start=$((fat_start + fat_sectors)); ext_sectors=32768
-total=$((ext_start + ext_sectors))
 fat="$work/fat.img"
 truncate -s $((fat_sectors * 512)) "$fat"
 mkfs.vfat -F 32 -n PIBOOT -h "$fat_start" "$fat" >/dev/null
@@ -77,14 +76,5 @@ echo "netbootd-e2e-pi-$seed" >"$work/rootfs/e2e-marker"
 ext="$work/ext4.img"
 mkfs.ext4 -q -F -L pi-root -d "$work/rootfs" "$ext" $((ext_sectors / 2))k >&2
 
-rm -f "$out"
-truncate -s $((total * 512)) "$out"
-sfdisk -q "$out" <<EOF
-label: dos
-label-id: 0x6e657462
-start=$fat_start, size=$fat_sectors, type=c
-start=$ext_start, size=$ext_sectors, type=83
-EOF
-dd if="$fat" of="$out" bs=512 seek="$fat_start" conv=notrunc,sparse status=none
-dd if="$ext" of="$out" bs=512 seek="$ext_start" conv=notrunc,sparse status=none
+bash "$(dirname "$0")/../lib/assemble-mbr.sh" "$out" --fat "$fat" "$fat_start" "$fat_sectors" --linux "$ext" "$ext_start" "$ext_sectors" --id 6e657462
 echo "build-pi-disk: $out: p1 FAT32 @${fat_start}s, p2 ext4 @${ext_start}s; $(cat "$files/cmdline.txt")" >&2
