@@ -173,11 +173,26 @@ export class CowBlockDevice implements BlockDevice {
     return Math.min((block + 1) * this.blockSize, this.size);
   }
 
+  /**
+   * The run starting at byte `p` (before `end`) whose blocks are all in the overlay, or all not:
+   * where it ends, and which it is.
+   */
+  private run(p: number, end: number): { q: number; held: boolean } {
+    const b = Math.floor(p / this.blockSize);
+    const held = this.has(b);
+    let q = this.blockEnd(b);
+    let nb = b + 1;
+    while (q < end && this.has(nb) === held) {
+      q = this.blockEnd(nb);
+      nb++;
+    }
+    return { q: Math.min(q, end), held };
+  }
+
   read(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
     const bad = this.closed ? new IoError('EBADF', `${this.name}: closed`) : checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
     if (length === 0) return process.nextTick(cb, null);
-    const bs = this.blockSize;
     const end = position + length;
     let pending = 1;
     let failed: Error | null = null;
@@ -187,15 +202,7 @@ export class CowBlockDevice implements BlockDevice {
     };
     let p = position;
     while (p < end) {
-      const b = Math.floor(p / bs);
-      const inOverlay = this.has(b);
-      let q = this.blockEnd(b);
-      let nb = b + 1;
-      while (q < end && this.has(nb) === inOverlay) {
-        q = this.blockEnd(nb);
-        nb++;
-      }
-      if (q > end) q = end;
+      const { q, held: inOverlay } = this.run(p, end);
       pending++;
       if (inOverlay) this.readOverlay(buf, offset + (p - position), q - p, p, done);
       else this.base.read(buf, offset + (p - position), q - p, p, done);
@@ -366,15 +373,7 @@ export class CowBlockDevice implements BlockDevice {
     let scanned = 0;
     const step = (): void => {
       while (p < end) {
-        const b = Math.floor(p / bs);
-        const held = this.has(b);
-        let q = this.blockEnd(b);
-        let nb = b + 1;
-        while (q < end && this.has(nb) === held) {
-          q = this.blockEnd(nb);
-          nb++;
-        }
-        if (q > end) q = end;
+        const { q, held } = this.run(p, end);
         if (held) {
           push(q - p, false, false);
           p = q;
