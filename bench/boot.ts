@@ -25,6 +25,7 @@ import { readExt4File } from '../test/e2e/image.js';
 import { createTopology, startStack, EXPORT_NAME, SERVER_ADDRESS, type StackName } from '../test/e2e/stacks.js';
 import { addTap, bootVm, formatBoot, type BootReport, type Firmware } from '../test/e2e/vm.js';
 import { NetLab } from '../test/helpers/netns.js';
+import { median } from './lib.js';
 
 interface Args {
   runs: number;
@@ -61,12 +62,6 @@ interface Sample {
 
 const sec = (ms: number | undefined): string => (ms === undefined || Number.isNaN(ms) ? '   -  ' : (ms / 1000).toFixed(1).padStart(6));
 
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((x, y) => x - y);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function stat(xs: (number | undefined)[]): { med: number; min: number; max: number } {
   const v = xs.filter((x): x is number => x !== undefined);

@@ -13,12 +13,14 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileBlockDevice } from '../src/disk/blockdev.js';
 import { FatVolume } from '../src/fat/volume.js';
 import type { FileSource } from '../src/util/source.js';
+import { median } from './lib.js';
+import { resetNextFreeHint } from '../test/helpers/fatimg.js';
 
 const MiB = 1 << 20;
 const FILE_SIZE = 64 * MiB;
@@ -67,26 +69,10 @@ async function mcopyTimes(img: string, n: number): Promise<number[]> {
   return times;
 }
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 const mibps = (secs: number): number => FILE_SIZE / MiB / secs;
 
 /** Points FAT32's FSInfo next-free hint at cluster 2, so that mtools fills freed holes first. */
-function resetNextFreeHint(img: string): void {
-  const fd = openSync(img, 'r+');
-  try {
-    const boot = Buffer.alloc(512);
-    readSync(fd, boot, 0, 512, 0);
-    const two = Buffer.alloc(4);
-    two.writeUInt32LE(2);
-    writeSync(fd, two, 0, 4, boot.readUInt16LE(48) * boot.readUInt16LE(11) + 492);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /**
  * Fragments the free space: 2048 files of 32 KiB, every other one deleted, so the first half of the

@@ -11,6 +11,7 @@ import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { tmpdir, availableParallelism, loadavg } from 'node:os';
 import { run, which, startProcess } from '../test/helpers/tools.js';
+import { freePort } from './lib.js';
 
 const SIZE_MB = Number(process.env.NBD_BENCH_SIZE_MB ?? 1024);
 const SECONDS = Number(process.env.NBD_BENCH_SECONDS ?? 5);
@@ -26,16 +27,6 @@ interface Server {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => res(p));
-    });
-    s.on('error', rej);
-  });
-}
 
 async function waitPort(port: number, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
@@ -76,7 +67,7 @@ async function startNetbootd(image: string): Promise<Server> {
 }
 
 async function startNbdServer(image: string, dir: string): Promise<Server> {
-  const port = await freePort();
+  const port = await freePort('tcp');
   const conf = join(dir, 'nbd-server.conf');
   writeFileSync(conf, `[generic]\nuser = root\ngroup = root\nlistenaddr = 127.0.0.1\nport = ${port}\nallowlist = true\n[bench]\nexportname = ${image}\nflush = true\nfua = true\ntrim = true\n`);
   // Without -d nbd-server daemonizes and forks per client (-d would serve a single connection); its
@@ -98,7 +89,7 @@ async function startNbdServer(image: string, dir: string): Promise<Server> {
 }
 
 async function startNbdkit(image: string): Promise<Server> {
-  const port = await freePort();
+  const port = await freePort('tcp');
   const child = startProcess(which('nbdkit')!, ['-f', '-p', String(port), '-i', '127.0.0.1', 'file', image], { stdio: ['ignore', 'ignore', 'inherit'] });
   await waitPort(port);
   return { name: 'nbdkit', uri: `nbd://127.0.0.1:${port}/`, stop: () => child.stop() };

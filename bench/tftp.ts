@@ -20,6 +20,8 @@ import dgram from 'node:dgram';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort, median } from './lib.js';
+import { which } from '../test/helpers/tools.js';
 
 const HPA = process.env.IN_TFTPD ?? '/opt/netbootd-peers/tftpd-hpa/usr/sbin/in.tftpd';
 const MB = Number(process.env.BENCH_TFTP_MB ?? 64);
@@ -56,22 +58,7 @@ async function serveMode(dir: string): Promise<void> {
   process.on('SIGTERM', () => void s.close().then(() => process.exit(0)));
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
-    s.bind({ address: '127.0.0.1', port: 0 }, () => {
-      const p = s.address().port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
-function which(cmd: string): string | null {
-  for (const d of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin'])) {
-    if (existsSync(join(d, cmd))) return join(d, cmd);
-  }
-  return null;
-}
 
 const children: ChildProcess[] = [];
 function killChildren(): void {
@@ -140,14 +127,14 @@ async function startPeers(dir: string): Promise<Server[]> {
   const root = process.getuid?.() === 0;
   const user = root ? 'root' : (process.env.USER ?? 'nobody');
   if (existsSync(HPA)) {
-    const port = await freePort();
+    const port = await freePort('udp');
     const proc = start(HPA, ['-L', '-u', user, '-s', dir, '-a', `127.0.0.1:${port}`]);
     await waitUdp(port);
     peers.push({ name: 'in.tftpd', port, proc });
   } else console.log(`(tftpd-hpa not found at ${HPA}: skipped)`);
   const atftpd = which('atftpd');
   if (atftpd) {
-    const port = await freePort();
+    const port = await freePort('udp');
     const proc = start(atftpd, ['--daemon', '--no-fork', '--port', String(port), '--bind-address', '127.0.0.1',
       '--user', user, '--group', root ? 'root' : user, '--logfile', '/dev/null', dir]);
     await waitUdp(port);
@@ -171,11 +158,6 @@ function runClient(port: number, opts: string[], out: string): Promise<number> {
   });
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 async function main(): Promise<void> {
   if (process.argv[2] === '--serve') return serveMode(process.argv[3]!);

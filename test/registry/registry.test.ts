@@ -9,16 +9,12 @@ import { ClientTable } from '../../src/registry/clients.js';
 import { ImagePool } from '../../src/registry/pool.js';
 import { Registry } from '../../src/registry/registry.js';
 import { RegistryDhcpPolicy } from '../../src/registry/policy.js';
-import type { FileSource } from '../../src/util/source.js';
 import { haveTools, tempDir } from '../helpers/tools.js';
 import { mcopyIn, mmd } from '../helpers/fatimg.js';
 import { buildPiOsImage, PI_OS_LAYOUT } from '../helpers/piimage.js';
 import { buildRequest, PERSONAS } from '../dhcp/client.js';
+import { readAll } from '../fat/read.js';
 
-function readAll(src: FileSource): Promise<Buffer> {
-  const buf = Buffer.alloc(src.size);
-  return new Promise((res, rej) => src.read(buf, 0, src.size, 0, (e) => (e ? rej(e) : (src.close(), res(buf)))));
-}
 
 function config(text: string) {
   const r = parseConfig(text, '/etc/netbootd/netbootd.yaml');
@@ -75,7 +71,7 @@ hosts:
   const reg = new Registry(cfg, pool, clients);
   const get = async (address: string, path: string) => {
     const src = await reg.resolve({ address, port: 2000, path });
-    return src ? (await readAll(src)).toString() : null;
+    return src ? (await readAll(src, 64 * 1024)).toString() : null;
   };
   // PXELINUX asks for its config by MAC first: that ties the address to the host (and the file is absent).
   assert.equal(await get('198.18.0.10', 'pxelinux.cfg/01-52-54-00-aa-bb-01'), null);

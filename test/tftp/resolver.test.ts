@@ -5,15 +5,9 @@ import { join } from 'node:path';
 import { normalizePath, DirectoryResolver } from '../../src/tftp/resolver.js';
 import { PiImageResolver } from '../../src/tftp/pi-resolver.js';
 import { FileBlockDevice, MemoryBlockDevice } from '../../src/disk/blockdev.js';
-import type { FileSource } from '../../src/util/source.js';
 import { haveTools, run, tempDir } from '../helpers/tools.js';
+import { readAll } from '../fat/read.js';
 
-function readAll(src: FileSource): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const buf = Buffer.alloc(src.size);
-    src.read(buf, 0, src.size, 0, (e, n) => (e ? reject(e) : resolve(buf.subarray(0, n))));
-  });
-}
 
 test('normalizePath: separators, leading and repeated slashes, dot segments; refuses .., NUL, control characters', () => {
   const good: [string, string][] = [
@@ -49,7 +43,7 @@ test('DirectoryResolver: regular files inside the root only; symlinks out, direc
   const f = await r.resolve(req('sub/file.bin'));
   assert.ok(f);
   assert.equal(f.size, 6);
-  assert.equal((await readAll(f)).toString(), 'inside');
+  assert.equal((await readAll(f, 64 * 1024)).toString(), 'inside');
   f.close();
   f.close(); // twice is fine
   const inner = await r.resolve(req('inner-link'));
@@ -79,10 +73,10 @@ test('PiImageResolver: serial/path from the FAT partition; serial case-insensiti
   const req = (path: string) => ({ address: '10.0.0.5', port: 1, path });
   const a = await r.resolve(req('abcdef01/config.txt'));
   assert.ok(a);
-  assert.equal((await readAll(a)).toString(), 'arm_64bit=1\n');
+  assert.equal((await readAll(a, 64 * 1024)).toString(), 'arm_64bit=1\n');
   const b = await r.resolve(req('ABCDEF01/OVERLAYS/X.DTBO'));
   assert.ok(b, 'FAT names are case-insensitive too');
-  assert.deepEqual(await readAll(b), Buffer.alloc(5000, 7));
+  assert.deepEqual(await readAll(b, 64 * 1024), Buffer.alloc(5000, 7));
   assert.equal(await r.resolve(req('abcdef02/config.txt')), null);
   assert.equal(await r.resolve(req('abcdef01/missing.txt')), null);
   assert.equal(await r.resolve(req('abcdef01/overlays')), null, 'a directory is not a file');
