@@ -388,9 +388,7 @@ async function listening<T>(p: Promise<T>, what: string, proto: 'udp' | 'tcp', p
   try {
     return await p;
   } catch (e) {
-    const known = /\b(EACCES|EADDRINUSE|EADDRNOTAVAIL)\b/;
-    const own = (e as NodeJS.ErrnoException).code;
-    const code = own && known.test(own) ? own : known.exec(String((e as Error).message))?.[1];
+    const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EACCES') {
       throw new NetbootError('EACCES', `${what}: no permission to listen on ${proto} port ${port}: run netbootd through its systemd unit (CAP_NET_BIND_SERVICE) or as root, or set ${key} above 1023`);
     }

@@ -159,7 +159,8 @@ export class ProxyDhcpServer extends EventEmitter {
       const s = createSocket({ type: 'udp4', reuseAddr: true });
       const onBindError = (e: Error): void => {
         s.close();
-        reject(new NetbootError('DHCP_BIND', `proxy DHCP: cannot bind ${address}:${port} (${kind}): ${e.message}`, { cause: e }));
+        // Keep the errno (EACCES, EADDRINUSE…) as the code: callers tell the user what to do from it.
+        reject(new NetbootError((e as NodeJS.ErrnoException).code ?? 'DHCP_BIND', `proxy DHCP: cannot bind ${address}:${port} (${kind}): ${e.message}`, { cause: e }));
       };
       s.once('error', onBindError);
       s.bind({ address, port }, () => {
