@@ -14,6 +14,8 @@ const HEAD_BYTES = 64 * 1024;
 
 interface VolumeEntry {
   promise: Promise<{ volume: FatVolume; start: number }>;
+  /** Set once open, so the write path (every NBD write) checks it without a promise callback. */
+  open?: { volume: FatVolume; start: number };
 }
 
 export class ImagePool extends DevicePool {
@@ -41,6 +43,7 @@ export class ImagePool extends DevicePool {
       };
       v = entry;
       perDev.set(key, entry);
+      entry.promise.then((o) => (entry.open = o), () => {});
       const map = perDev;
       // A failure is not cached: the image may be fixed (or finish being written) before the next boot.
       entry.promise.catch(() => {
@@ -62,19 +65,22 @@ export class ImagePool extends DevicePool {
   }
 
   private onWrite(dev: BlockDevice, volumes: Map<number, VolumeEntry>, off: number, len: number): void {
+    if (volumes.size === 0) return;
     const end = off + len;
     const tableHit = off < HEAD_BYTES || end > dev.size - HEAD_BYTES;
     for (const [key, v] of volumes) {
-      v.promise.then(
-        ({ volume, start }) => {
-          if (!(tableHit || (off < start + HEAD_BYTES && end > start))) return;
-          if (volumes.get(key) !== v) return;
-          volumes.delete(key);
-          volume.close();
-          this.log.debug({ device: dev.name, offset: off, length: len }, 'boot structures rewritten: FAT volume reopened on next use');
-        },
-        () => {},
-      );
+      if (!v.open) {
+        // Still opening: it may have read the structures before this write. Whoever awaits it keeps it;
+        // the next user opens afresh.
+        volumes.delete(key);
+        v.promise.then(({ volume }) => volume.close(), () => {});
+        continue;
+      }
+      const { volume, start } = v.open;
+      if (!(tableHit || (off < start + HEAD_BYTES && end > start))) continue;
+      volumes.delete(key);
+      volume.close();
+      this.log.debug({ device: dev.name, offset: off, length: len }, 'boot structures rewritten: FAT volume reopened on next use');
     }
   }
 }
