@@ -59,7 +59,11 @@ export class DevicePool {
   async existingOverlay(basePath: string, stateDir: string, exportName: string, identity: string): Promise<CowBlockDevice | null> {
     const open = this.overlays.get(`${exportName}\0${identity}`);
     if (open) return open.dev;
-    if (!fs.existsSync(overlayPaths(stateDir, exportName, identity).map)) return null;
+    const onDisk = await fs.promises.access(overlayPaths(stateDir, exportName, identity).map).then(() => true, () => false);
+    if (!onDisk) return null;
+    // It may have been opened while we looked.
+    const now = this.overlays.get(`${exportName}\0${identity}`);
+    if (now) return now.dev;
     const { device, release } = await this.overlay(basePath, stateDir, exportName, identity);
     release();
     return device;
