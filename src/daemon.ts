@@ -5,6 +5,7 @@
  * or finished, NBD writes flushed, images closed.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { formatIssue, loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { ProxyDhcpServer } from './dhcp/server.js';
@@ -30,6 +31,8 @@ export interface DaemonOptions {
   logger?: Logger;
   /** Watch the config file and reload on change (default true). */
   watch?: boolean;
+  /** How often open image files are checked for deletion, replacement or truncation (ms; default 10 s; 0: never). */
+  imageCheckMs?: number;
 }
 
 export class Daemon {
@@ -45,6 +48,8 @@ export class Daemon {
   private status: StatusServer | null = null;
   private watcher: fs.FSWatcher | null = null;
   private reloadTimer: NodeJS.Timeout | null = null;
+  private imageTimer: NodeJS.Timeout | null = null;
+  private imageCheck: Promise<unknown> | null = null;
   private reloading: Promise<boolean> | null = null;
   private stopping: Promise<void> | null = null;
   private readonly recentTransfers: TransferStats[] = [];
@@ -76,7 +81,7 @@ export class Daemon {
     this.registry = new Registry(config, this.pool, this.clients, this.log.child({ component: 'registry' }));
     await this.checkImages(config);
     fs.mkdirSync(config.server.stateDir, { recursive: true });
-    this.restoreClients(config.server.stateDir);
+    await this.restoreClients(config.server.stateDir);
 
     this.metrics.computed('netbootd_clients', 'Clients seen since start', () => this.clients.all().length);
     this.metrics.computed('netbootd_tftp_active_transfers', 'TFTP transfers running', () => this.tftp?.stats().active ?? 0);
@@ -104,6 +109,7 @@ export class Daemon {
             },
           },
           this.log.child({ component: 'status' }),
+          { token: config.status.token },
         );
         this.bound.status = (await listening(this.status.listen(config.status.port, config.status.address), 'status', 'tcp', config.status.port, 'status.port')).port;
       }
@@ -112,6 +118,11 @@ export class Daemon {
       throw e;
     }
     if (this.opts.watch ?? true) this.watchConfig();
+    const every = this.opts.imageCheckMs ?? 10_000;
+    if (every > 0) {
+      this.imageTimer = setInterval(() => void this.checkImageFiles(), every);
+      this.imageTimer.unref();
+    }
     this.log.info(
       {
         config: this.opts.configPath,
@@ -128,44 +139,66 @@ export class Daemon {
    * Client identities (IP ↔ MAC/serial) survive restarts in stateDir/clients.json: a client that booted
    * before a restart keeps its copy-on-write overlay when its NBD connection comes back.
    */
-  private restoreClients(stateDir: string): void {
+  private async restoreClients(stateDir: string): Promise<void> {
     const file = `${stateDir}/clients.json`;
     try {
-      const n = this.clients.load(JSON.parse(fs.readFileSync(file, 'utf8')));
+      const n = this.clients.load(JSON.parse(await fs.promises.readFile(file, 'utf8')));
       this.log.debug({ file, clients: n }, 'client identities restored');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ file, err: (e as Error).message }, 'client identities not restored');
     }
     let timer: NodeJS.Timeout | null = null;
+    // Debounced: at most one save a second, and saves never overlap (each writes a temp file, then renames).
     this.clients.onIdentityChange = () => {
       if (timer) return;
       timer = setTimeout(() => {
         timer = null;
-        this.saveClients(file);
+        void this.saveClients(file);
       }, 1000);
       timer.unref();
     };
     this.saveClientsNow = () => {
       if (timer) clearTimeout(timer);
       timer = null;
-      this.saveClients(file);
+      return this.saveClients(file);
     };
   }
 
-  private saveClientsNow: () => void = () => {};
+  private saveClientsNow: () => Promise<void> = () => Promise.resolve();
+  private saving: Promise<void> = Promise.resolve();
 
-  private saveClients(file: string): void {
-    const tmp = `${file}.${process.pid}.tmp`;
-    try {
-      fs.writeFileSync(tmp, JSON.stringify(this.clients.toJSON()));
-      fs.renameSync(tmp, file);
-    } catch (e) {
-      this.log.warn({ file, err: (e as Error).message }, 'client identities not saved');
+  /** Writes stateDir/clients.json without blocking the event loop; saves run one after another. */
+  private saveClients(file: string): Promise<void> {
+    const save = async (): Promise<void> => {
+      const tmp = `${file}.${process.pid}.tmp`;
+      try {
+        await fs.promises.writeFile(tmp, JSON.stringify(this.clients.toJSON()));
+        await fs.promises.rename(tmp, file);
+      } catch (e) {
+        this.log.warn({ file, err: (e as Error).message }, 'client identities not saved');
+      }
+    };
+    this.saving = this.saving.then(save, save);
+    return this.saving;
+  }
+
+  /**
+   * Checks every open image file and overlay (an fstat and a stat each): one deleted, replaced by a rename
+   * or truncated under the daemon is retired (logged once by the pool, its users get errors, new users
+   * get the file the name now holds). Runs periodically, on reload, and overlapping calls share one run.
+   */
+  checkImageFiles(): Promise<unknown> {
+    if (!this.imageCheck) {
+      this.imageCheck = this.pool.checkFiles()
+        .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'image check failed'))
+        .finally(() => (this.imageCheck = null));
     }
+    return this.imageCheck;
   }
 
   /** Opens every image once so that a missing or unreadable file is reported now, not at boot time. */
   private async checkImages(config: Config): Promise<void> {
+    await this.checkImageFiles();
     for (const [name, img] of Object.entries(config.images)) {
       try {
         await this.pool.file(img.path!, img.mode !== 'readwrite');
@@ -176,7 +209,11 @@ export class Daemon {
   }
 
   private async startTftp(config: Config): Promise<void> {
-    const resolver: TftpResolver = { resolve: (req: ResolveRequest) => this.registry.resolve(req) };
+    const resolver: TftpResolver = {
+      resolve: (req: ResolveRequest) => this.registry.resolve(req),
+      // Configured Pis and PCs are served first when transfer slots are short.
+      priority: (address: string, path: string) => this.registry.priority(address, path),
+    };
     const t = config.tftp;
     this.tftp = new TftpServer({
       resolver,
@@ -192,6 +229,10 @@ export class Daemon {
         maxPerClient: t.maxPerClient,
         defaultTimeoutMs: t.timeoutMs,
         retries: t.retries,
+        firstAckTimeoutMs: t.firstAckTimeoutMs,
+        maxPerSubnet: t.maxPerSubnet,
+        unknownSharePercent: t.unknownShare,
+        notFoundPerSecond: t.notFoundPerSecond,
       },
     });
     this.tftp.on('transfer', (s: TransferStats) => {
@@ -208,12 +249,26 @@ export class Daemon {
       list: (c: NbdClient) => this.registry.list(c),
       open: (name: string, c: NbdClient) => this.registry.open(name, c),
     };
-    const tls = config.nbd.tls ? { cert: fs.readFileSync(config.nbd.tls.cert), key: fs.readFileSync(config.nbd.tls.key) } : undefined;
+    const tls = config.nbd.tls
+      ? {
+          cert: await fs.promises.readFile(config.nbd.tls.cert),
+          key: await fs.promises.readFile(config.nbd.tls.key),
+          ...(config.nbd.tls.ca !== undefined ? { ca: await fs.promises.readFile(config.nbd.tls.ca) } : {}),
+        }
+      : undefined;
     this.nbd = new NbdServer({
       exports,
       logger: this.log.child({ component: 'nbd' }),
       describeClient: (ip) => clientFields(this.clients.identity(ip)),
       ...(tls ? { tls } : {}),
+      limits: {
+        maxConnections: config.nbd.maxConnections,
+        maxConnectionsPerClient: config.nbd.maxConnectionsPerClient,
+        maxInflightBytes: config.nbd.maxInflightBytes,
+        maxInflightBytesTotal: config.nbd.maxInflightBytesTotal,
+        stallTimeoutMs: config.nbd.stallTimeoutMs,
+        handshakeTimeoutMs: config.nbd.handshakeTimeoutMs,
+      },
     });
     this.bound.nbd = (await this.nbd.listen(config.nbd.port, config.nbd.address)).port;
   }
@@ -227,14 +282,14 @@ export class Daemon {
       ports: { dhcp: config.dhcp.port, proxy: config.dhcp.proxyPort },
       replyDelayMs: config.dhcp.replyDelayMs,
     });
+    // DHCP exchanges are the evidence that moves a MAC to an address (the registry decides, and logs moves).
     this.dhcp.on('lease', (l: { mac: string; ip: string; firmware?: string }) => {
-      const name = this.registry.config.hosts[l.mac]?.name;
-      this.clients.learn(l.ip, { mac: l.mac, ...(l.firmware ? { firmware: l.firmware } : {}), ...(name ? { name } : {}) });
+      this.registry.dhcpSeen(l.ip, l.mac, l.firmware ? { firmware: l.firmware } : {});
     });
     this.dhcp.on('reply', (r: { kind: string; client: PxeClientInfo }) => {
       this.counters.dhcpReplies.inc({ kind: r.kind, firmware: r.client.isPi ? 'pi' : r.client.firmware });
       const ip = r.client.ciaddr !== '0.0.0.0' ? r.client.ciaddr : undefined;
-      if (ip) this.clients.learn(ip, { mac: r.client.mac, firmware: r.client.isPi ? 'pi' : r.client.firmware, boot: true });
+      if (ip) this.registry.dhcpSeen(ip, r.client.mac, { firmware: r.client.isPi ? 'pi' : r.client.firmware, boot: true });
     });
     await this.dhcp.start();
     const a = this.dhcp.address();
@@ -242,16 +297,31 @@ export class Daemon {
     this.bound.proxy = a.proxy;
   }
 
+  /**
+   * Reloads when the config file changes, however it is saved. The folder is watched, not the file: a save by
+   * rename (sed -i, most editors, add-pi) or by delete-then-create gives the name a new inode, which a watch
+   * on the file itself would lose after the first save.
+   */
   private watchConfig(): void {
+    const file = path.resolve(this.opts.configPath);
+    const dir = path.dirname(file);
+    const name = path.basename(file);
     try {
-      this.watcher = fs.watch(this.opts.configPath, () => {
+      this.watcher = fs.watch(dir, (_event, changed) => {
+        if (changed !== null && changed !== name) return; // another file of the folder (an editor's swap file)
         // Editors write in several steps (truncate, write, rename): wait for the dust to settle.
         if (this.reloadTimer) clearTimeout(this.reloadTimer);
-        this.reloadTimer = setTimeout(() => void this.reload('file changed'), 300);
+        this.reloadTimer = setTimeout(() => {
+          this.reloadTimer = null;
+          // Deleted and not (yet) back: nothing to load; the create that follows fires again.
+          fs.access(file, (missing) => {
+            if (!missing) void this.reload('file changed');
+          });
+        }, 300);
       });
-      this.watcher.on('error', (e) => this.log.warn({ err: e.message }, 'config watch failed; reload with SIGHUP'));
+      this.watcher.on('error', (e) => this.log.warn({ err: e.message, dir }, 'config watch failed; reload with SIGHUP'));
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'cannot watch the config file; reload with SIGHUP');
+      this.log.warn({ err: (e as Error).message, dir }, 'cannot watch the config folder; reload with SIGHUP');
     }
   }
 
@@ -307,13 +377,14 @@ export class Daemon {
       this.stopping = (async () => {
         this.watcher?.close();
         if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        if (this.imageTimer) clearInterval(this.imageTimer);
         const closing: Promise<unknown>[] = [];
         if (this.dhcp) closing.push(this.dhcp.stop());
         if (this.tftp) closing.push(this.tftp.close());
         if (this.nbd) closing.push(this.nbd.close());
         if (this.status) closing.push(this.status.close());
         await Promise.allSettled(closing);
-        this.saveClientsNow();
+        await this.saveClientsNow();
         await this.pool?.close();
         this.log?.info({ uptimeS: Math.round((Date.now() - this.startedAt) / 1000) }, 'netbootd stopped');
       })();
@@ -363,6 +434,7 @@ export class Daemon {
             recent: this.recentTransfers.slice(-20),
           }
         : null,
+      unserved: this.clients.unserved().map((u) => ({ ...u, first: new Date(u.first).toISOString(), last: new Date(u.last).toISOString() })),
       nbd: this.nbd
         ? {
             connections: this.nbd.connections,

@@ -65,18 +65,18 @@ export function registerServeCommands(program: Command): void {
     .option('--json', 'print the raw JSON')
     .action(async (opts: { config: string; url?: string; json?: boolean }) => {
       let url = opts.url;
-      if (!url) {
-        const loaded = await loadConfig(opts.config);
-        const s = loaded.ok ? loaded.config.status : { address: '127.0.0.1', port: 9810 };
-        url = `http://${s.address === '0.0.0.0' ? '127.0.0.1' : s.address}:${s.port}`;
-      }
+      const loaded = await loadConfig(opts.config);
+      const s = loaded.ok ? loaded.config.status : { address: '127.0.0.1', port: 9810, token: undefined };
+      if (!url) url = statusUrl(s);
       let body: StatusJson;
+      let res: Response;
       try {
-        const res = await fetch(`${url.replace(/\/$/, '')}/status`);
+        res = await fetch(`${url.replace(/\/$/, '')}/status`, { headers: statusHeaders(s.token) });
         body = (await res.json()) as StatusJson;
       } catch (e) {
         throw new Error(`cannot reach the daemon at ${url} (${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}); is it running?`);
       }
+      if (!res.ok) throw new Error(`the daemon at ${url} refused: ${(body as { error?: string }).error ?? `HTTP ${res.status}`}`);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
         return;
@@ -94,10 +94,12 @@ export function registerServeCommands(program: Command): void {
       const loaded = await loadConfig(opts.config);
       if (!loaded.ok) throw new Error(`${opts.config} is not valid; run: netbootd check --config ${opts.config}`);
       const c = loaded.config;
-      const url = `http://${c.status.address === '0.0.0.0' ? '127.0.0.1' : c.status.address}:${c.status.port}/reset-overlay`;
+      const url = `${statusUrl(c.status)}/reset-overlay`;
       let r: { image: string; identity: string; existed: boolean };
       try {
-        const res = await fetch(url, { method: 'POST', body: JSON.stringify({ image, client }), headers: { 'content-type': 'application/json' } });
+        const res = await fetch(url, {
+          method: 'POST', body: JSON.stringify({ image, client }), headers: { ...statusHeaders(c.status.token), 'content-type': 'application/json' },
+        });
         const body = (await res.json()) as typeof r & { error?: string };
         if (!res.ok) throw new Error(body.error ?? `status ${res.status}`);
         r = body;
@@ -144,6 +146,16 @@ export function registerServeCommands(program: Command): void {
     });
 }
 
+/** Where `status` and `reset-overlay` reach the daemon (a wildcard listen address is reached on loopback). */
+function statusUrl(s: { address: string; port: number }): string {
+  const a = s.address === '0.0.0.0' ? '127.0.0.1' : s.address === '::' ? '::1' : s.address;
+  return `http://${a.includes(':') ? `[${a}]` : a}:${s.port}`;
+}
+
+function statusHeaders(token: string | undefined): Record<string, string> {
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
 function isConnRefused(e: unknown): boolean {
   const cause = (e as { cause?: { code?: string } }).cause;
   return cause?.code === 'ECONNREFUSED';
@@ -175,19 +187,31 @@ interface StatusJson {
     transfers?: Array<{ ip: string; mac?: string; serial?: string; path: string; size: number; bytes: number; percent: number }>;
   } | null;
   nbd: { connections: number; clients?: Array<{ ip: string; mac?: string; serial?: string; export: string | null; bytesRead: number; bytesWritten: number }> } | null;
+  /** Clients that asked and were not served, newest first. */
+  unserved?: Array<{ ip: string; serial?: string; mac?: string; path: string; reason: string; fix?: string; count: number; last: string }>;
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 export function formatStatus(s: StatusJson): string {
   const out: string[] = [];
   out.push(`netbootd up ${s.uptimeS}s, config ${s.config}`);
   if (s.tftp) out.push(`TFTP: ${s.tftp.active} active, ${s.tftp.served} served, ${s.tftp.notFound} not found, ${s.tftp.failed} failed`);
-  if (s.nbd) out.push(`NBD: ${s.nbd.connections} connections`);
+  if (s.nbd) out.push(`NBD: ${plural(s.nbd.connections, 'connection')}`);
   const who = (c: { ip: string; mac?: string; serial?: string }): string => [c.serial ?? c.mac, c.ip].filter(Boolean).join(' ');
   if (s.tftp?.transfers?.length) {
     out.push('', columns([['TFTP TRANSFER', 'CLIENT', 'PROGRESS'], ...s.tftp.transfers.map((x) => [x.path, who(x), `${x.percent}% of ${x.size} bytes`])]).trimEnd());
   }
   if (s.nbd?.clients?.length) {
     out.push('', columns([['NBD EXPORT', 'CLIENT', 'READ', 'WRITTEN'], ...s.nbd.clients.map((c) => [c.export ?? '(handshake)', who(c), String(c.bytesRead), String(c.bytesWritten)])]).trimEnd());
+  }
+  if (s.unserved?.length) {
+    out.push('', 'Asked but not served:');
+    for (const u of s.unserved) {
+      out.push(`  ${[u.serial ?? u.mac, u.ip].filter(Boolean).join(' ')}: ${u.reason} (${plural(u.count, 'request')}, last ${u.path})${u.fix ? `; to serve it: ${u.fix}` : ''}`);
+    }
   }
   out.push('');
   if (s.clients.length === 0) out.push('no clients seen yet');

@@ -99,6 +99,7 @@ function crossCheck(c: Partial<Config>, ctx: ValidationContext, baseDir: string)
     if (other !== undefined) error(`images.${name}.export`, `NBD export name \`${exp}\` is already used by image \`${other}\``);
     exports.set(exp, name);
     if (img.tls && !c.nbd?.tls) error(`images.${name}.tls`, 'requires TLS but `nbd.tls` (cert and key) is not configured');
+    if (img.clientCert && !c.nbd?.tls?.ca) error(`images.${name}.clientCert`, 'requires client certificates but `nbd.tls.ca` (the CA that signs them) is not configured');
   }
   for (const [serial, pi] of Object.entries(c.pis ?? {})) checkImageRef(`pis.${serial}.image`, pi.image);
 
@@ -113,6 +114,7 @@ function crossCheck(c: Partial<Config>, ctx: ValidationContext, baseDir: string)
   if (c.nbd?.tls) {
     c.nbd.tls.cert = resolve(baseDir, c.nbd.tls.cert);
     c.nbd.tls.key = resolve(baseDir, c.nbd.tls.key);
+    if (c.nbd.tls.ca !== undefined) c.nbd.tls.ca = resolve(baseDir, c.nbd.tls.ca);
   }
   if (c.server?.stateDir !== undefined) c.server.stateDir = resolve(baseDir, c.server.stateDir);
 }

@@ -1,6 +1,6 @@
 /**
  * The shape of netbootd.yaml: one definition for validation, the `Config` type and the JSON Schema
- * published in config/netbootd.schema.json (regenerate with `node scripts/gen-schema.mjs`; a test keeps the
+ * published in config/netbootd.schema.json (regenerate with `node --import tsx scripts/gen-schema.ts`; a test keeps the
  * published file equal to this).
  */
 import { isIP } from 'node:net';
@@ -114,6 +114,30 @@ export const configSchema = s.object(
         maxPerClient: s.integer({ minimum: 1, maximum: 10000, default: 16, description: 'Concurrent transfers per client address' }),
         timeoutMs: s.integer({ minimum: 100, maximum: 255000, default: 1000, description: 'Retransmit timeout when the client asks none' }),
         retries: s.integer({ minimum: 1, maximum: 100, default: 5, description: 'Retransmissions before a transfer is given up' }),
+        firstAckTimeoutMs: s.integer({
+          minimum: 100,
+          maximum: 60000,
+          default: 3000,
+          description: 'A transfer whose client has not acknowledged its first packet (OACK or DATA 1) within this frees its slot',
+        }),
+        maxPerSubnet: s.integer({
+          minimum: 1,
+          maximum: 100000,
+          default: 64,
+          description: 'Concurrent transfers of clients not in the config (not under pis/hosts), per IPv4 /24',
+        }),
+        unknownShare: s.integer({
+          minimum: 1,
+          maximum: 100,
+          default: 50,
+          description: 'Percent of maxTransfers that clients not in the config may hold together; the rest is kept for configured Pis and PCs',
+        }),
+        notFoundPerSecond: s.integer({
+          minimum: 1,
+          maximum: 100000,
+          default: 20,
+          description: '"File not found" answers per second per client address (burst: twice that); requests beyond it are dropped unanswered',
+        }),
       },
       { defaultEmpty: true },
     ),
@@ -126,9 +150,33 @@ export const configSchema = s.object(
           {
             cert: path('PEM certificate (chain) for STARTTLS'),
             key: path('PEM private key for STARTTLS'),
+            ca: path(
+              'PEM CA certificate(s) that sign client certificates. With it, STARTTLS asks each client for a certificate; a verified one whose subject CN or a SAN is a Pi serial, a MAC or a host `name` makes the connection that client (its overlay, its writer slot), whatever its address',
+            ),
           },
           { required: ['cert', 'key'], description: 'Offer STARTTLS with this certificate' },
         ),
+        maxConnections: s.integer({ minimum: 1, maximum: 100000, default: 256, description: 'Open NBD connections, all clients; more are closed at accept' }),
+        maxConnectionsPerClient: s.integer({ minimum: 1, maximum: 10000, default: 16, description: 'Open NBD connections per client address; more are closed at accept' }),
+        maxInflightBytes: s.integer({
+          minimum: 1 << 20,
+          maximum: 1 << 30,
+          default: 32 << 20,
+          description: 'Bytes in flight per connection (requests being served and replies the client has not read yet) before it waits',
+        }),
+        maxInflightBytesTotal: s.integer({
+          minimum: 1 << 20,
+          maximum: 16 * 2 ** 30,
+          default: 256 << 20,
+          description: 'The same over all connections; beyond it connections wait their turn (each may still have one request of up to 2 MiB)',
+        }),
+        stallTimeoutMs: s.integer({
+          minimum: 100,
+          maximum: 3600000,
+          default: 60000,
+          description: 'A connection whose queued replies make no progress (the client stopped reading) for this long is closed; idle ones are not',
+        }),
+        handshakeTimeoutMs: s.integer({ minimum: 100, maximum: 3600000, default: 30000, description: 'Time a connection has to finish the NBD handshake' }),
       },
       { defaultEmpty: true },
     ),
@@ -137,6 +185,11 @@ export const configSchema = s.object(
         enabled: s.boolean({ default: true }),
         address: s.string({ default: '127.0.0.1', description: 'Address of the /status and /metrics endpoint (keep it local)' }),
         port: port(9810, 'Port of the status endpoint'),
+        token: s.string({
+          description:
+            'Bearer token every request to the status endpoint must carry (Authorization: Bearer TOKEN); required when address is not loopback',
+          check: (v) => (v.length < 16 || /\s/.test(v) ? 'must be at least 16 characters with no spaces (e.g. `openssl rand -hex 16`)' : null),
+        }),
       },
       { defaultEmpty: true },
     ),
@@ -155,6 +208,11 @@ export const configSchema = s.object(
           allow: s.array(s.string({ check: checkCidr }), { description: 'Client addresses/CIDRs allowed to use the NBD export (default: all)' }),
           shared: s.boolean({ default: false, description: 'Let several clients open a readwrite export at once' }),
           tls: s.boolean({ default: false, description: 'Require TLS for this export (needs nbd.tls)' }),
+          clientCert: s.boolean({
+            default: false,
+            description:
+              'Require a verified client certificate naming a client of this image (a Pi or host whose `image` is this one, or any PC when `defaults.image` is); implies tls, needs nbd.tls.ca',
+          }),
           description: s.string({ description: 'Shown to NBD clients that list exports' }),
         },
         { required: ['path'] },
@@ -166,6 +224,10 @@ export const configSchema = s.object(
       s.object(
         {
           image: s.string({ description: 'Image (a key of `images`) this Pi boots' }),
+          address: s.string({
+            check: checkCidr,
+            description: 'Pin: the address or CIDR this Pi boots from; requests naming its serial from anywhere else are refused (TFTP, DHCP evidence, NBD)',
+          }),
           partition: s.integer({ minimum: 1, maximum: 128, description: 'Boot partition, when not the image\'s' }),
         },
         { required: ['image'] },
@@ -174,7 +236,14 @@ export const configSchema = s.object(
     ),
     hosts: s.map(
       { description: 'PC MAC address', pattern: '^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$', normalize: normalizeMac },
-      s.object({ ...pcTarget, name: s.string({ description: 'A name for logs' }) }),
+      s.object({
+        ...pcTarget,
+        name: s.string({ description: 'A name for logs (and for client certificates: a certificate may name the host by it)' }),
+        address: s.string({
+          check: checkCidr,
+          description: 'Pin: the address or CIDR this PC boots from; its MAC is never bound to another address (TFTP, DHCP evidence, NBD)',
+        }),
+      }),
       { description: 'PCs, by MAC address' },
     ),
     defaults: s.object(pcTarget, {

@@ -82,7 +82,7 @@ export function validateNode(schema: Schema, node: unknown, path: string, ctx: V
       return Array.isArray(schema.default) ? [...schema.default] : schema.default;
     }
     if (schema.kind === 'object' && schema.defaultEmpty) return validateObject(schema, null, path, ctx);
-    if (schema.kind === 'map') return {};
+    if (schema.kind === 'map') return Object.create(null) as Record<string, unknown>;
     return undefined;
   }
 
@@ -123,7 +123,9 @@ export function validateNode(schema: Schema, node: unknown, path: string, ctx: V
       return validateObject(schema, node.items as Pair[], path, ctx);
     case 'map': {
       if (!isMap(node)) return fail(`must be a mapping, not ${describe(node)}`);
-      const out: Record<string, unknown> = {};
+      // No prototype: a key read from the network (an export, image or client name) never finds
+      // `__proto__`, `constructor` or `toString` in a config map.
+      const out = Object.create(null) as Record<string, unknown>;
       const seen = new Map<string, string>();
       for (const pair of node.items as Pair[]) {
         const rawKey = isScalar(pair.key) ? String((pair.key as Scalar).value) : null;
@@ -172,7 +174,7 @@ function validateObject(schema: Extract<Schema, { kind: 'object' }>, items: Pair
       ctx.errors.push({ path, message: 'keys must be text', offset: keyAt });
       continue;
     }
-    if (!(key in schema.properties)) {
+    if (!Object.hasOwn(schema.properties, key)) {
       ctx.errors.push({
         path: join(path, key),
         message: `unknown key \`${key}\`${suggest(key, known)}; known keys here: ${known.join(', ')}`,

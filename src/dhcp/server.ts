@@ -27,7 +27,8 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { networkInterfaces } from 'node:os';
 import { NetbootError } from '../util/errors.js';
-import { RateLimiter, silentLogger, type Logger } from '../util/log.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { FloodLog } from '../util/flood.js';
 import { addressForPeer, defaultServerAddress, type InterfaceTable } from './address.js';
 import { BOOTREQUEST, MessageType, Opt, getOption, messageType, parseDhcp, serializeDhcp } from './packet.js';
 import type { DhcpPolicy } from './policy.js';
@@ -76,7 +77,11 @@ export interface ProxyDhcpStats {
 export class ProxyDhcpServer extends EventEmitter {
   private readonly log: Logger;
   private readonly ports: ProxyDhcpPorts;
-  private readonly rate = new RateLimiter(10_000);
+  /**
+   * Every line a remote host can cause (one per packet otherwise): at most one per key (client) per 10 s
+   * and 50 per kind per 10 s in all, each carrying how many were left out (`suppressed`).
+   */
+  private readonly flood: FloodLog;
   private readonly ifaces: () => InterfaceTable;
   private dhcpSock: Socket | null = null;
   private proxySock: Socket | null = null;
@@ -89,7 +94,9 @@ export class ProxyDhcpServer extends EventEmitter {
 
   constructor(private readonly opts: ProxyDhcpServerOptions) {
     super();
-    this.log = (opts.logger ?? silentLogger).child({ component: 'dhcp' });
+    // The daemon names the component in the logger it passes (a second `component` key would repeat it).
+    this.log = opts.logger ?? silentLogger;
+    this.flood = new FloodLog(this.log, { maxLinesPerKind: 50 });
     this.ports = { dhcp: 67, proxy: 4011, client: 68, relay: 67, ...opts.ports };
     this.ifaces = opts.networkInterfaces ?? (() => networkInterfaces());
   }
@@ -139,6 +146,7 @@ export class ProxyDhcpServer extends EventEmitter {
   async stop(): Promise<void> {
     for (const t of this.pending) clearTimeout(t);
     this.pending.clear();
+    this.flood.close();
     const close = (s: Socket | null): Promise<void> =>
       new Promise((res) => {
         if (!s) return res();
@@ -176,7 +184,7 @@ export class ProxyDhcpServer extends EventEmitter {
             this.onMessage(kind, s, buf, rinfo);
           } catch (e) {
             // Defence in depth: a bug in handling one packet must not take the daemon down.
-            this.log.error({ event: 'handler-error', ip: rinfo.address, err: (e as Error).message }, 'proxy DHCP handler error');
+            this.flood.event('error', 'handler-error', rinfo.address, { event: 'handler-error', ip: rinfo.address, err: (e as Error).message }, 'proxy DHCP handler error');
           }
         });
         resolve(s);
@@ -223,10 +231,7 @@ export class ProxyDhcpServer extends EventEmitter {
     const parsed = parseDhcp(buf);
     if (!parsed.ok) {
       this.stats.malformed++;
-      const suppressed = this.rate.allow(`malformed:${rinfo.address}`);
-      if (suppressed !== null) {
-        this.log.warn({ event: 'malformed', ip: rinfo.address, port: rinfo.port, socket: kind, code: parsed.error.code, reason: parsed.error.message, bytes: buf.length, suppressed }, 'dropped malformed DHCP packet');
-      }
+      this.flood.event('warn', 'malformed', rinfo.address, { event: 'malformed', ip: rinfo.address, port: rinfo.port, socket: kind, code: parsed.error.code, reason: parsed.error.message, bytes: buf.length }, 'dropped malformed DHCP packet');
       return;
     }
     const req = parsed.value;
@@ -256,15 +261,12 @@ export class ProxyDhcpServer extends EventEmitter {
       decision = this.opts.policy.decide(client);
     } catch (e) {
       this.stats.ignored++;
-      this.log.error({ event: 'policy-error', mac: client.mac, err: (e as Error).message }, 'DHCP policy failed');
+      this.flood.event('error', 'policy-error', client.mac, { event: 'policy-error', mac: client.mac, ip: rinfo.address, err: (e as Error).message }, 'DHCP policy failed');
       return;
     }
     if (!decision) {
       this.stats.ignored++;
-      const suppressed = this.rate.allow(`silent:${client.mac}`);
-      if (suppressed !== null) {
-        this.log.debug({ event: 'not-ours', mac: client.mac, firmware: client.firmware, vendorClass: client.vendorClass, suppressed }, 'PXE client not served by policy');
-      }
+      this.flood.event('debug', 'not-ours', client.mac, { event: 'not-ours', mac: client.mac, ip: rinfo.address, firmware: client.firmware, vendorClass: client.vendorClass }, 'PXE client not served by policy');
       return;
     }
     const replyKind: ReplyKind = kind === 'dhcp' ? 'offer' : 'ack';
@@ -281,13 +283,16 @@ export class ProxyDhcpServer extends EventEmitter {
       out.send(bytes, dest.port, dest.address, (e) => {
         if (e) {
           this.stats.sendErrors++;
-          const suppressed = this.rate.allow(`send:${dest.address}`);
-          if (suppressed !== null) this.log.warn({ event: 'send-error', mac: client.mac, ip: dest.address, err: e.message, suppressed }, 'proxy DHCP reply not sent');
+          this.flood.event('warn', 'send-error', dest.address, { event: 'send-error', mac: client.mac, ip: dest.address, err: e.message }, 'proxy DHCP reply not sent');
         }
       });
       if (replyKind === 'offer') this.stats.offers++;
       else this.stats.acks++;
-      this.log.info(
+      // One line per client boot (its xid; a client's retransmissions keep it), at most 50 per 10 s in all.
+      this.flood.event(
+        'info',
+        replyKind,
+        `${client.mac}/${client.xid}`,
         {
           event: replyKind,
           mac: client.mac,

@@ -16,6 +16,11 @@ export interface AllocationExtent {
   hole: boolean;
   zero: boolean;
 }
+/** How an image file changed under the daemon. */
+export type ImageChange = 'deleted' | 'replaced' | 'truncated';
+export type StaleListener = (change: ImageChange, detail: string) => void;
+/** `change`: what happened to the file (null: unchanged). */
+export type CheckCallback = (err: Error | null, change: ImageChange | null) => void;
 export type AllocationCallback = (err: Error | null, extents?: AllocationExtent[]) => void;
 
 export interface BlockDevice {
@@ -40,6 +45,13 @@ export interface BlockDevice {
    * `position` (they may cover only a prefix). Devices without it are reported fully allocated.
    */
   blockStatus?(position: number, length: number, cb: AllocationCallback): void;
+  /**
+   * Optional: set once the device can no longer be used (its image file was deleted, replaced or
+   * truncated under the daemon): the error every operation now fails with.
+   */
+  readonly stale?: Error | null;
+  /** Optional: checks whether the backing file(s) changed under the daemon (marks the device stale if so). */
+  check?(cb: CheckCallback): void;
   /** Optional vectored read: fills `bufs` in order from the consecutive bytes at `position`. */
   readv?(bufs: Buffer[], position: number, cb: IoCallback): void;
   /** Optional vectored write: writes `bufs` in order as consecutive bytes at `position` (one announcement). */
@@ -90,16 +102,35 @@ export class WrittenEmitter {
   }
 }
 
-/** A block device over an image file. Sparse files are fine: holes read as zeros. */
+/**
+ * A block device over an image file. Sparse files are fine: holes read as zeros.
+ *
+ * The file is remembered by identity (device and inode) at open. An image file that is deleted, replaced
+ * (a new file renamed over its name) or truncated under the daemon makes the device *stale*: that is found
+ * by `check()` (reloads, the periodic check, every open through the pool), by every FLUSH (after the
+ * fdatasync the fd and the name are stat'ed, so a write that landed in a file without a name is never
+ * acknowledged as durable) and by a read past the file's new end. A stale device fails every later read,
+ * write and flush with an `IoError` (`EIO`) saying what happened: its users are told, never switched to
+ * another file behind their back, and never given zeros for bytes that are gone.
+ */
 export class FileBlockDevice implements BlockDevice {
   private readonly emitter = new WrittenEmitter();
   private closed = false;
+  private closing: Promise<void> | null = null;
+  private staleError: IoError | null = null;
+  private staleChange: ImageChange | null = null;
+  private staleListeners: StaleListener[] = [];
+  /** Operations with a system call in flight: the fd is closed only when none is (a reused fd number must never get a late write). */
+  private busy = 0;
+  private idle: Array<() => void> = [];
+  private checking: CheckCallback[] | null = null;
 
   private constructor(
     readonly fd: number,
     readonly size: number,
     readonly readOnly: boolean,
     readonly name: string,
+    private readonly ident: { dev: number; ino: number; regular: boolean },
   ) {}
 
   static open(path: string, opts: { readOnly?: boolean } = {}): Promise<FileBlockDevice> {
@@ -116,41 +147,135 @@ export class FileBlockDevice implements BlockDevice {
             fs.close(fd, () => reject(new IoError('EINVAL', `${path}: not a regular file or block device`)));
             return;
           }
-          resolve(new FileBlockDevice(fd, st.size, readOnly, path));
+          resolve(new FileBlockDevice(fd, st.size, readOnly, path, { dev: st.dev, ino: st.ino, regular: st.isFile() }));
         });
       });
     });
   }
 
+  /** The error every operation fails with since the image file changed, or null. */
+  get stale(): IoError | null {
+    return this.staleError;
+  }
+
+  /** What happened to the image file (once stale). */
+  get change(): ImageChange | null {
+    return this.staleChange;
+  }
+
+  /** Called once when the device becomes stale. Returns the unsubscribe function. */
+  onStale(listener: StaleListener): () => void {
+    this.staleListeners = [...this.staleListeners, listener];
+    return () => {
+      this.staleListeners = this.staleListeners.filter((l) => l !== listener);
+    };
+  }
+
+  private unusable(): IoError | null {
+    return this.staleError ?? (this.closed ? new IoError('EBADF', `${this.name}: closed`) : null);
+  }
+
+  private done(): void {
+    if (--this.busy === 0 && this.idle.length > 0) for (const f of this.idle.splice(0)) f();
+  }
+
+  private markStale(change: ImageChange, detail: string): void {
+    if (this.staleError) return;
+    this.staleChange = change;
+    this.staleError = new IoError('EIO', `${this.name}: ${detail}; this connection can no longer use it (reconnect to use the current file)`);
+    for (const l of this.staleListeners) l(change, detail);
+  }
+
+  /** Compares the open file with what its name now holds; marks the device stale on a change. */
+  private verify(cb: CheckCallback): void {
+    fs.fstat(this.fd, (err, st) => {
+      if (err) return cb(err, null);
+      fs.stat(this.name, (err2, named) => {
+        let change: ImageChange | null = null;
+        let detail = '';
+        const sameFile = !err2 && named.dev === this.ident.dev && named.ino === this.ident.ino;
+        if (!sameFile && !err2) {
+          change = 'replaced';
+          detail = 'the image file was replaced while in use (another file now has its name)';
+        } else if (!sameFile && (err2?.code === 'ENOENT' || err2?.code === 'ENOTDIR' || st.nlink === 0)) {
+          change = 'deleted';
+          detail = 'the image file was deleted while in use';
+        } else if (sameFile && this.ident.regular && st.size < this.size) {
+          change = 'truncated';
+          detail = `the image shrank while in use (${st.size} bytes, ${this.size} when opened)`;
+        }
+        if (change) this.markStale(change, detail);
+        cb(null, this.staleChange);
+      });
+    });
+  }
+
+  /**
+   * Checks the image file: one fstat of the fd and one stat of the name. Concurrent checks share one.
+   * Reports (and marks the device stale on) a deletion, a replacement or a truncation.
+   */
+  check(cb: CheckCallback): void {
+    if (this.staleError) return process.nextTick(cb, null, this.staleChange);
+    if (this.closed) return process.nextTick(cb, null, null);
+    if (this.checking) {
+      this.checking.push(cb);
+      return;
+    }
+    const waiters = [cb];
+    this.checking = waiters;
+    this.busy++;
+    this.verify((err, change) => {
+      this.checking = null;
+      this.done();
+      for (const w of waiters) w(err, change);
+    });
+  }
+
+  /** `check` as a promise. */
+  checkNow(): Promise<ImageChange | null> {
+    return new Promise((resolve, reject) => this.check((e, c) => (e ? reject(e) : resolve(c))));
+  }
+
   read(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
-    const bad = this.closed ? new IoError('EBADF', `${this.name}: closed`) : checkRange(this, length, position);
+    const bad = this.unusable() ?? checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
-    this.readLoop(buf, offset, length, position, cb);
+    this.busy++;
+    this.readLoop(buf, offset, length, position, (e) => {
+      this.done();
+      cb(e);
+    });
+  }
+
+  /** A read found the end of the file before the device's end: the image shrank under us. */
+  private shrank(position: number): IoError {
+    this.markStale('truncated', `the image shrank while in use (it ends before byte ${position}; it had ${this.size} bytes when opened)`);
+    return this.staleError!;
   }
 
   private readLoop(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
     if (length === 0) return process.nextTick(cb, null);
     fs.read(this.fd, buf, offset, length, position, (err, n) => {
       if (err) return cb(err);
-      if (n === 0) {
-        // The file shrank under us (truncated by someone else): what is missing reads as zeros.
-        buf.fill(0, offset, offset + length);
-        return cb(null);
-      }
+      if (n === 0) return cb(this.shrank(position)); // never zeros reported as data
       if (n === length) return cb(null);
       this.readLoop(buf, offset + n, length - n, position + n, cb);
     });
   }
 
   write(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
-    if (this.closed) return process.nextTick(cb, new IoError('EBADF', `${this.name}: closed`));
+    const unusable = this.unusable();
+    if (unusable) return process.nextTick(cb, unusable);
     if (this.readOnly) return process.nextTick(cb, new IoError('EPERM', `${this.name}: read-only`));
     if (position + length > this.size && Number.isSafeInteger(position) && position >= 0 && length >= 0) {
       return process.nextTick(cb, new IoError('ENOSPC', `${this.name}: write ${position}+${length} past the end (${this.size} bytes)`));
     }
     const bad = checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
-    this.writeLoop(buf, offset, length, position, position, length, cb);
+    this.busy++;
+    this.writeLoop(buf, offset, length, position, position, length, (e) => {
+      this.done();
+      cb(e);
+    });
   }
 
   private writeLoop(
@@ -173,9 +298,13 @@ export class FileBlockDevice implements BlockDevice {
 
   readv(bufs: Buffer[], position: number, cb: IoCallback): void {
     const length = totalLength(bufs);
-    const bad = this.closed ? new IoError('EBADF', `${this.name}: closed`) : checkRange(this, length, position);
+    const bad = this.unusable() ?? checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
-    this.readvLoop(bufs, length, position, cb);
+    this.busy++;
+    this.readvLoop(bufs, length, position, (e) => {
+      this.done();
+      cb(e);
+    });
   }
 
   private readvLoop(bufs: Buffer[], length: number, position: number, cb: IoCallback): void {
@@ -183,24 +312,26 @@ export class FileBlockDevice implements BlockDevice {
     fs.readv(this.fd, bufs, position, (err, n) => {
       if (err) return cb(err);
       if (n === length) return cb(null);
-      if (n === 0) {
-        for (const b of bufs) b.fill(0); // the file shrank under us: the rest reads as zeros
-        return cb(null);
-      }
+      if (n === 0) return cb(this.shrank(position));
       this.readvLoop(skipBytes(bufs, n), length - n, position + n, cb);
     });
   }
 
   writev(bufs: Buffer[], position: number, cb: IoCallback): void {
     const length = totalLength(bufs);
-    if (this.closed) return process.nextTick(cb, new IoError('EBADF', `${this.name}: closed`));
+    const unusable = this.unusable();
+    if (unusable) return process.nextTick(cb, unusable);
     if (this.readOnly) return process.nextTick(cb, new IoError('EPERM', `${this.name}: read-only`));
     if (position + length > this.size && Number.isSafeInteger(position) && position >= 0) {
       return process.nextTick(cb, new IoError('ENOSPC', `${this.name}: write ${position}+${length} past the end (${this.size} bytes)`));
     }
     const bad = checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
-    this.writevLoop(bufs, length, position, position, length, cb);
+    this.busy++;
+    this.writevLoop(bufs, length, position, position, length, (e) => {
+      this.done();
+      cb(e);
+    });
   }
 
   private writevLoop(bufs: Buffer[], length: number, position: number, start: number, total: number, cb: IoCallback): void {
@@ -217,20 +348,42 @@ export class FileBlockDevice implements BlockDevice {
     });
   }
 
+  /**
+   * fdatasync, then a check that the file still is the image (named, same inode, not shorter): a write
+   * that landed in a deleted or replaced file is reported as an error, never acknowledged as durable.
+   */
   flush(cb: IoCallback): void {
-    if (this.closed) return process.nextTick(cb, new IoError('EBADF', `${this.name}: closed`));
+    const bad = this.unusable();
+    if (bad) return process.nextTick(cb, bad);
     if (this.readOnly) return process.nextTick(cb, null);
-    fs.fdatasync(this.fd, (err) => cb(err));
+    this.busy++;
+    fs.fdatasync(this.fd, (err) => {
+      if (err) {
+        this.done();
+        return cb(err);
+      }
+      // A fresh check (not one started before this flush's writes): the name must hold this file now.
+      this.verify((err2, change) => {
+        this.done();
+        cb(err2 ?? (change ? this.staleError : null));
+      });
+    });
   }
 
   onWritten(listener: WrittenListener): () => void {
     return this.emitter.add(listener);
   }
 
+  /** Closes the fd once no operation is in flight (later operations fail). */
   close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+    if (this.closing) return this.closing;
     this.closed = true;
-    return new Promise((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
+    this.closing = new Promise((resolve, reject) => {
+      const go = (): void => fs.close(this.fd, (err) => (err ? reject(err) : resolve()));
+      if (this.busy === 0) go();
+      else this.idle.push(go);
+    });
+    return this.closing;
   }
 }
 

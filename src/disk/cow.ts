@@ -26,8 +26,8 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
-  type AllocationCallback, type AllocationExtent, type BlockDevice, type IoCallback, type WrittenListener,
-  WrittenEmitter, checkRange,
+  type AllocationCallback, type AllocationExtent, type BlockDevice, type CheckCallback, type ImageChange, type IoCallback,
+  type StaleListener, type WrittenListener, WrittenEmitter, checkRange,
 } from './blockdev.js';
 import { CorruptError, IoError } from '../util/errors.js';
 
@@ -85,6 +85,13 @@ export class CowBlockDevice implements BlockDevice {
   private readonly queue: QueuedWrite[] = [];
   private queueBusy = false;
   private closed = false;
+  private closing: Promise<void> | null = null;
+  private staleError: IoError | null = null;
+  private staleChange: ImageChange | null = null;
+  private staleListeners: StaleListener[] = [];
+  /** Operations in flight (queued writes included): the fds are closed only when none is. */
+  private busy = 0;
+  private idle: Array<() => void> = [];
   private readonly scanLimit: number;
 
   private constructor(
@@ -111,17 +118,35 @@ export class CowBlockDevice implements BlockDevice {
     const nblocks = Math.ceil(base.size / blockSize);
     const mapBytes = Math.ceil(nblocks / 8);
     const C = fs.constants;
-    const overlayFd = await pOpen(p.overlay, C.O_RDWR | C.O_CREAT, 0o600);
+    // The files this attempt creates: removed again if it fails (ENOSPC half-way), so the next attempt
+    // starts clean. A file that existed before (a client's overlay) is never removed here.
+    const created: string[] = [];
+    const openOrCreate = async (path: string): Promise<number> => {
+      try {
+        const fd = await pOpen(path, C.O_RDWR | C.O_CREAT | C.O_EXCL, 0o600);
+        created.push(path);
+        return fd;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        return pOpen(path, C.O_RDWR);
+      }
+    };
+    let overlayFd = -1;
     let mapFd = -1;
     try {
+      overlayFd = await openOrCreate(p.overlay);
       const st = await pFstat(overlayFd);
       if (st.size > base.size) throw new CorruptError('COW_SIZE', `${p.overlay}: overlay larger than the base (${st.size} > ${base.size})`);
       if (st.size < base.size) await pFtruncate(overlayFd, base.size);
-      mapFd = await pOpen(p.map, C.O_RDWR | C.O_CREAT, 0o600);
+      mapFd = await openOrCreate(p.map);
       const bitmap = Buffer.alloc(mapBytes);
       const mst = await pFstat(mapFd);
-      if (mst.size === 0) {
-        const header = Buffer.alloc(MAP_HEADER);
+      const header = Buffer.alloc(MAP_HEADER);
+      if (mst.size > 0) await readFull(mapFd, header, MAP_HEADER, 0);
+      // A map of zeros (header and bitmap) was never initialised: its creation failed half-way (before
+      // this version removed what a failed attempt made). It holds nothing: initialise it.
+      const unwritten = mst.size === 0 || (isZero(header, 0, MAP_HEADER) && (await readFull(mapFd, bitmap, mapBytes, MAP_HEADER)) >= 0 && isZero(bitmap, 0, mapBytes));
+      if (unwritten) {
         header.write(MAP_MAGIC, 0, 'latin1');
         header.writeUInt32BE(blockSize, 8);
         header.writeBigUInt64BE(BigInt(base.size), 16);
@@ -129,27 +154,80 @@ export class CowBlockDevice implements BlockDevice {
         await pWrite(mapFd, header, 0, MAP_HEADER, 0);
         await pFsync(mapFd);
       } else {
-        const header = Buffer.alloc(MAP_HEADER);
-        await pRead(mapFd, header, 0, MAP_HEADER, 0);
         if (header.toString('latin1', 0, 8) !== MAP_MAGIC) throw new CorruptError('COW_MAP', `${p.map}: not a netbootd overlay map`);
         const bs = header.readUInt32BE(8);
         const size = Number(header.readBigUInt64BE(16));
         if (bs !== blockSize || size !== base.size || mst.size < MAP_HEADER + mapBytes) {
           throw new CorruptError('COW_MAP', `${p.map}: made for block size ${bs} and base size ${size}, now ${blockSize}/${base.size}; reset the overlay`);
         }
-        let got = 0;
-        while (got < mapBytes) {
-          const { bytesRead } = await pRead(mapFd, bitmap, got, mapBytes - got, MAP_HEADER + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
+        await readFull(mapFd, bitmap, mapBytes, MAP_HEADER);
       }
       return new CowBlockDevice(base, `${base.name}+cow:${client}`, overlayFd, mapFd, blockSize, bitmap, opts.scanLimit ?? 8 << 20);
     } catch (e) {
-      await pClose(overlayFd).catch(() => {});
+      if (overlayFd >= 0) await pClose(overlayFd).catch(() => {});
       if (mapFd >= 0) await pClose(mapFd).catch(() => {});
+      for (const f of created.reverse()) await fs.promises.unlink(f).catch(() => {});
       throw e;
     }
+  }
+
+  /** The error every operation fails with since this overlay or its base changed, or null. */
+  get stale(): Error | null {
+    return this.staleError ?? this.base.stale ?? null;
+  }
+
+  /** Called once when the overlay's own files are found deleted or truncated. Returns the unsubscribe function. */
+  onStale(listener: StaleListener): () => void {
+    this.staleListeners = [...this.staleListeners, listener];
+    return () => {
+      this.staleListeners = this.staleListeners.filter((l) => l !== listener);
+    };
+  }
+
+  private markStale(change: ImageChange, detail: string): void {
+    if (this.staleError) return;
+    this.staleChange = change;
+    this.staleError = new IoError('EIO', `${this.name}: ${detail}; this connection can no longer use it`);
+    for (const l of this.staleListeners) l(change, detail);
+  }
+
+  private unusable(): Error | null {
+    return this.staleError ?? this.base.stale ?? (this.closed ? new IoError('EBADF', `${this.name}: closed`) : null);
+  }
+
+  private enter(cb: IoCallback): IoCallback {
+    this.busy++;
+    return (e) => {
+      if (--this.busy === 0 && this.idle.length > 0) for (const f of this.idle.splice(0)) f();
+      cb(e);
+    };
+  }
+
+  /** fstat of the overlay and map fds: a file without a name any more means the overlay was deleted. */
+  private verifyOwn(cb: CheckCallback): void {
+    const done = this.enter((err) => cb(err, this.staleChange));
+    fs.fstat(this.overlayFd, (e1, s1) => {
+      if (e1) return done(e1);
+      fs.fstat(this.mapFd, (e2, s2) => {
+        if (e2) return done(e2);
+        if (s1.nlink === 0 || s2.nlink === 0) this.markStale('deleted', 'the overlay files were deleted while in use');
+        else if (s1.size < this.size) this.markStale('truncated', `the overlay file shrank while in use (${s1.size} bytes, ${this.size} expected)`);
+        done(null);
+      });
+    });
+  }
+
+  /** Checks the base image file (when it can be checked) and the overlay's own files. */
+  check(cb: CheckCallback): void {
+    if (this.staleError) return process.nextTick(cb, null, this.staleChange);
+    if (this.closed) return process.nextTick(cb, null, null);
+    this.checkAll(cb);
+  }
+
+  private checkAll(cb: CheckCallback): void {
+    const own = (): void => this.verifyOwn(cb);
+    if (!this.base.check) return own();
+    this.base.check((e, change) => (e || change ? cb(e, change) : own()));
   }
 
   private has(block: number): boolean {
@@ -189,10 +267,11 @@ export class CowBlockDevice implements BlockDevice {
     return { q: Math.min(q, end), held };
   }
 
-  read(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
-    const bad = this.closed ? new IoError('EBADF', `${this.name}: closed`) : checkRange(this, length, position);
-    if (bad) return process.nextTick(cb, bad);
-    if (length === 0) return process.nextTick(cb, null);
+  read(buf: Buffer, offset: number, length: number, position: number, cb0: IoCallback): void {
+    const bad = this.unusable() ?? checkRange(this, length, position);
+    if (bad) return process.nextTick(cb0, bad);
+    if (length === 0) return process.nextTick(cb0, null);
+    const cb = this.enter(cb0);
     const end = position + length;
     let pending = 1;
     let failed: Error | null = null;
@@ -216,21 +295,24 @@ export class CowBlockDevice implements BlockDevice {
       if (err) return cb(err);
       if (n === length) return cb(null);
       if (n === 0) {
-        buf.fill(0, offset, offset + length);
-        return cb(null);
+        // The overlay is always as long as the base: someone truncated it. Never zeros as data.
+        this.markStale('truncated', `the overlay file shrank while in use (it ends before byte ${position})`);
+        return cb(this.staleError);
       }
       this.readOverlay(buf, offset + n, length - n, position + n, cb);
     });
   }
 
-  write(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
-    if (this.closed) return process.nextTick(cb, new IoError('EBADF', `${this.name}: closed`));
+  write(buf: Buffer, offset: number, length: number, position: number, cb0: IoCallback): void {
+    const unusable = this.unusable();
+    if (unusable) return process.nextTick(cb0, unusable);
     if (Number.isSafeInteger(position) && Number.isSafeInteger(length) && position >= 0 && length >= 0 && position + length > this.size) {
-      return process.nextTick(cb, new IoError('ENOSPC', `${this.name}: write ${position}+${length} past the end (${this.size} bytes)`));
+      return process.nextTick(cb0, new IoError('ENOSPC', `${this.name}: write ${position}+${length} past the end (${this.size} bytes)`));
     }
     const bad = checkRange(this, length, position);
-    if (bad) return process.nextTick(cb, bad);
-    if (length === 0) return process.nextTick(cb, null);
+    if (bad) return process.nextTick(cb0, bad);
+    if (length === 0) return process.nextTick(cb0, null);
+    const cb = this.enter(cb0);
     if (this.allHeld(position, length)) {
       this.writeOverlay(buf, offset, length, position, (e) => {
         this.emitter.emit(position, length);
@@ -345,8 +427,21 @@ export class CowBlockDevice implements BlockDevice {
     });
   }
 
-  flush(cb: IoCallback): void {
-    if (this.closed) return process.nextTick(cb, new IoError('EBADF', `${this.name}: closed`));
+  /**
+   * fdatasync of the overlay, then of the map; then a check that the overlay files still have their names
+   * and the base is still the image file: a FLUSH is never acknowledged for writes that would be lost.
+   */
+  flush(cb0: IoCallback): void {
+    const bad = this.unusable();
+    if (bad) return process.nextTick(cb0, bad);
+    const cb = this.enter(cb0);
+    this.sync((e) => {
+      if (e) return cb(e);
+      this.checkAll((e2) => cb(e2 ?? this.stale));
+    });
+  }
+
+  private sync(cb: IoCallback): void {
     fs.fdatasync(this.overlayFd, (e) => {
       if (e) return cb(e);
       fs.fdatasync(this.mapFd, (e2) => cb(e2));
@@ -357,9 +452,15 @@ export class CowBlockDevice implements BlockDevice {
     return this.emitter.add(listener);
   }
 
-  blockStatus(position: number, length: number, cb: AllocationCallback): void {
-    const bad = this.closed ? new IoError('EBADF', `${this.name}: closed`) : checkRange(this, length, position);
-    if (bad) return process.nextTick(cb, bad);
+  blockStatus(position: number, length: number, cb0: AllocationCallback): void {
+    const bad = this.unusable() ?? checkRange(this, length, position);
+    if (bad) return process.nextTick(cb0, bad);
+    let extentsOut: AllocationExtent[] | undefined;
+    const leave = this.enter((e) => (e ? cb0(e) : cb0(null, extentsOut)));
+    const cb: AllocationCallback = (e, ext) => {
+      extentsOut = ext;
+      leave(e);
+    };
     const bs = this.blockSize;
     const end = position + length;
     const extents: AllocationExtent[] = [];
@@ -406,13 +507,30 @@ export class CowBlockDevice implements BlockDevice {
     step();
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    await new Promise<void>((res, rej) => this.flush((e) => (e ? rej(e) : res())));
+  /** Waits for operations in flight, flushes (unless stale) and closes the files; later operations fail. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
     this.closed = true;
-    await pClose(this.overlayFd);
-    await pClose(this.mapFd);
+    this.closing = (async () => {
+      if (this.busy > 0) await new Promise<void>((res) => this.idle.push(res));
+      const flushed = this.stale ? null : await new Promise<Error | null>((res) => this.sync(res));
+      await pClose(this.overlayFd);
+      await pClose(this.mapFd);
+      if (flushed) throw flushed;
+    })();
+    return this.closing;
   }
+}
+
+/** Reads up to `length` bytes at `position` (fewer at the end of the file); returns how many. */
+async function readFull(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await pRead(fd, buf, got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
 }
 
 const ZEROS = Buffer.alloc(64 * 1024);

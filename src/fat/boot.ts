@@ -6,7 +6,8 @@
 import { readAt, type BlockDevice } from '../disk/blockdev.js';
 import { isFatMbrType, openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
 import { FatVolume, isFat } from './volume.js';
-import { NotFoundError } from '../util/errors.js';
+import { parseBootSector } from './bpb.js';
+import { CorruptError, NotFoundError } from '../util/errors.js';
 
 /** GPT type GUIDs that hold FAT boot files. */
 const GPT_FAT_TYPES = new Set([
@@ -39,6 +40,13 @@ export async function findBootPartition(dev: BlockDevice, preferred?: number): P
   for (const p of ordered) {
     if (p.size < 512) continue;
     if (isFat(await readAt(dev, p.start, 512))) return { table, number: p.number, partition: p };
+  }
+  // A partition typed FAT whose boot sector is not one is a corrupt boot partition, not a missing one.
+  const typed = table.partitions.find((p) => isFatTyped(p) && p.size >= 512);
+  if (typed) {
+    const parsed = parseBootSector(await readAt(dev, typed.start, 512));
+    const why = parsed.ok ? 'not a FAT boot sector' : parsed.error.message;
+    throw new CorruptError('EBADBPB', `${dev.name}:${typed.number}: partition ${typed.number} is typed FAT but its boot sector is not valid (${why})`);
   }
   throw new NotFoundError('NO_FAT_PARTITION', `${dev.name}: no FAT partition`);
 }

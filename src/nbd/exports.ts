@@ -13,6 +13,11 @@ export interface NbdClient {
   address: string;
   /** Whether TLS is running on this connection (at the time of the question). */
   tls: boolean;
+  /**
+   * Names from the client certificate, when TLS runs and the certificate was verified against the
+   * configured CA: the subject CN first, then the subject alternative names (DNS, email, URI values).
+   */
+  certNames?: string[];
 }
 
 /** One line of NBD_OPT_LIST. */
@@ -34,10 +39,14 @@ export interface OpenExport {
   release(): void;
 }
 
-/** Why an export was not opened: `unknown` (absent, or hidden from this client) or `policy` (in use, …). */
+/**
+ * Why an export was not opened: `unknown` (absent, or hidden from this client), `tls` (TLS first) or
+ * `policy` (in use, no valid client certificate, …). The message goes to the client: it never names who
+ * holds an export.
+ */
 export interface NbdRefusal {
   refused: true;
-  reason: 'unknown' | 'policy';
+  reason: 'unknown' | 'policy' | 'tls';
   message: string;
 }
 
@@ -88,6 +97,10 @@ export class AllowList {
 
 // ---------------------------------------------------------------- static provider
 
+function needsTls(cfg: { tlsRequired?: boolean; clientCert?: boolean }): boolean {
+  return (cfg.tlsRequired ?? false) || (cfg.clientCert ?? false);
+}
+
 export interface StaticExport {
   name: string;
   path: string;
@@ -100,6 +113,18 @@ export interface StaticExport {
   stateDir?: string;
   description?: string;
   tlsRequired?: boolean;
+  /** A verified client certificate is required (what it must name is the `authorize` option's business). */
+  clientCert?: boolean;
+}
+
+export interface StaticExportOptions {
+  /** The copy-on-write overlay key of a client (default: its address). */
+  identify?: (client: NbdClient) => string;
+  /** Who holds the one-writer slot of a read-write export (default: the address). */
+  writerKey?: (client: NbdClient) => string;
+  /** A refusal message when this client may not open this export (client certificates, pins), else null. */
+  authorize?: (exp: StaticExport, client: NbdClient) => string | null;
+  devices?: DevicePool;
 }
 
 interface Entry {
@@ -117,9 +142,11 @@ interface Entry {
 export class StaticExportProvider implements ExportProvider {
   private readonly entries: Entry[];
   private readonly identify: (client: NbdClient) => string;
+  private readonly writerKey: (client: NbdClient) => string;
+  private readonly authorize: (exp: StaticExport, client: NbdClient) => string | null;
   readonly devices: DevicePool;
 
-  constructor(exports: StaticExport[], opts: { identify?: (client: NbdClient) => string; devices?: DevicePool } = {}) {
+  constructor(exports: StaticExport[], opts: StaticExportOptions = {}) {
     const names = new Set<string>();
     this.entries = exports.map((cfg) => {
       if (names.has(cfg.name)) throw new NetbootError('DUPLICATE_EXPORT', `export '${cfg.name}' defined twice`);
@@ -128,6 +155,8 @@ export class StaticExportProvider implements ExportProvider {
       return { cfg, allow: cfg.allow ? new AllowList(cfg.allow) : null };
     });
     this.identify = opts.identify ?? ((c) => normalizeAddress(c.address));
+    this.writerKey = opts.writerKey ?? ((c) => normalizeAddress(c.address));
+    this.authorize = opts.authorize ?? (() => null);
     this.devices = opts.devices ?? new DevicePool();
   }
 
@@ -138,7 +167,7 @@ export class StaticExportProvider implements ExportProvider {
   list(client: NbdClient): ExportInfo[] {
     return this.entries
       .filter((e) => this.visible(e, client))
-      .map((e) => ({ name: e.cfg.name, description: e.cfg.description ?? '', tlsRequired: e.cfg.tlsRequired ?? false }));
+      .map((e) => ({ name: e.cfg.name, description: e.cfg.description ?? '', tlsRequired: needsTls(e.cfg) }));
   }
 
   private find(name: string, client: NbdClient): Entry | undefined {
@@ -153,7 +182,14 @@ export class StaticExportProvider implements ExportProvider {
     const e = this.find(name, client);
     if (!e) return { refused: true, reason: 'unknown', message: `no export named '${name}'` };
     const cfg = e.cfg;
-    const base = { name: cfg.name, description: cfg.description ?? '', tlsRequired: cfg.tlsRequired ?? false };
+    // Before any device is touched (no overlay is created for a client that may not have one).
+    if (needsTls(cfg) && !client.tls) return { refused: true, reason: 'tls', message: `export '${cfg.name}' requires TLS` };
+    if (cfg.clientCert && !client.certNames?.length) {
+      return { refused: true, reason: 'policy', message: `export '${cfg.name}' requires a valid client certificate` };
+    }
+    const denied = this.authorize(cfg, client);
+    if (denied !== null) return { refused: true, reason: 'policy', message: denied };
+    const base = { name: cfg.name, description: cfg.description ?? '', tlsRequired: needsTls(cfg) };
     if (cfg.mode === 'readonly') {
       const device = await this.devices.file(cfg.path, true);
       return { ...base, device, readOnly: true, canMultiConn: true, release: () => {} };
@@ -161,13 +197,10 @@ export class StaticExportProvider implements ExportProvider {
     if (cfg.mode === 'readwrite') {
       let release = (): void => {};
       if (!cfg.shared) {
-        const lock = this.devices.acquireWriter(cfg.path, normalizeAddress(client.address));
+        const lock = this.devices.acquireWriter(cfg.path, this.writerKey(client));
         if ('holder' in lock) {
-          return {
-            refused: true,
-            reason: 'policy',
-            message: `export '${cfg.name}' is in use by another client (${lock.holder}); it allows one writer`,
-          };
+          // Never say who: the asker learns nothing about other clients.
+          return { refused: true, reason: 'policy', message: `export '${cfg.name}' is in use by another client; it allows one writer` };
         }
         release = lock.release;
       }

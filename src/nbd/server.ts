@@ -5,12 +5,21 @@
  * in place when it lies inside one chunk; a write payload lying inside one chunk is used as a view, else
  * it is gathered into one buffer of the request's length — never `Buffer.concat`). Many requests are in
  * flight at once and are answered as they complete; a READ reply is one buffer (header + data, the data
- * read straight into it) written with one `write()`. Memory per connection is bounded: reading from the
- * socket stops while in-flight bytes/requests exceed the limits or the socket's write buffer is full
- * (`write()` returned false), and resumes on completion / 'drain'.
+ * read straight into it) written with one `write()`.
+ *
+ * Memory is bounded per connection and server-wide, including replies the client has not read: a request's
+ * bytes count as in flight from its admission until the kernel has taken its reply (the write callback), not
+ * until the reply is handed to `write()`. A request is admitted when its connection stays under
+ * `maxInflightBytes` and the server under `maxInflightBytesTotal`; otherwise it is held (parsing and socket
+ * reads stop) and the connection waits, first come first served, for the budget. A connection with nothing
+ * in flight may always start one request of up to `guaranteedRequestBytes`, so no client starves while
+ * others hold the budget. Worst case: maxInflightBytesTotal + maxConnections × guaranteedRequestBytes, plus
+ * the buffer pool's cap. Connections are capped overall and per client address, and a connection whose
+ * replies make no write progress for `stallTimeoutMs` is destroyed (an idle one, nothing queued, is not).
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.js';
 import { silentLogger, RateLimiter } from '../util/log.js';
@@ -22,28 +31,56 @@ import { type ExportProvider, type NbdClient, type OpenExport, isRefusal, normal
 export interface NbdLimits {
   /** Largest READ/WRITE payload (also advertised as the maximum block size). Default 32 MiB. */
   maxPayload: number;
-  /** Bytes of read/write payload in flight per connection before the socket is paused. Default 64 MiB. */
+  /**
+   * Bytes in flight per connection (read/write payloads being served and replies the client has not read
+   * yet) before it stops taking requests. A single request up to maxPayload is always allowed. Default 32 MiB.
+   */
   maxInflightBytes: number;
-  /** Requests in flight per connection before the socket is paused. Default 256. */
+  /** The same, summed over all connections. Default 256 MiB (a larger request is admitted when nothing is in flight). */
+  maxInflightBytesTotal: number;
+  /** A connection with nothing in flight may always start one request this large, budget or not. Default 2 MiB. */
+  guaranteedRequestBytes: number;
+  /** Requests in flight (until their reply is flushed) per connection before it stops taking requests. Default 256. */
   maxInflightRequests: number;
   /** Largest option payload accepted during the handshake. Default 64 KiB. */
   maxOptionLength: number;
   /** Time allowed for the handshake. Default 30 s. */
   handshakeTimeoutMs: number;
+  /** Open connections (any phase), all clients. Default 256. */
+  maxConnections: number;
+  /** Open connections per client address. Default 16. */
+  maxConnectionsPerClient: number;
+  /** A connection with reply bytes queued and no write progress for this long is destroyed. Default 60 s. */
+  stallTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: NbdLimits = {
   maxPayload: 32 << 20,
-  maxInflightBytes: 64 << 20,
+  maxInflightBytes: 32 << 20,
+  maxInflightBytesTotal: 256 << 20,
+  guaranteedRequestBytes: 2 << 20,
   maxInflightRequests: 256,
   maxOptionLength: 64 << 10,
   handshakeTimeoutMs: 30_000,
+  maxConnections: 256,
+  maxConnectionsPerClient: 16,
+  stallTimeoutMs: 60_000,
 };
+
+/** What a request without payload is charged at admission (its reply's real size is charged once built). */
+const SMALL_COST = 512;
+/** A BLOCK_STATUS reply: at most 1024 extents. */
+const BLOCK_STATUS_COST = 1024 * 8 + 64;
+/** A pool that served nothing for this long is emptied (its memory goes back to the system). */
+const POOL_IDLE_MS = 30_000;
 
 export interface NbdServerOptions {
   exports: ExportProvider;
   logger?: Logger;
-  /** Enables NBD_OPT_STARTTLS (SELECTIVETLS: exports marked tlsRequired need it). */
+  /**
+   * Enables NBD_OPT_STARTTLS (SELECTIVETLS: exports marked tlsRequired need it). With `ca`, clients are asked
+   * for a certificate; one that verifies against `ca` gives the connection `certNames` (see NbdClient).
+   */
   tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer };
   limits?: Partial<NbdLimits>;
   /** Extra log fields for a client address (the daemon adds the MAC or Pi serial it learned at boot). */
@@ -64,6 +101,7 @@ export interface NbdConnectionInfo {
 const META_ID_BASE_ALLOCATION = 1;
 const PREFERRED_BLOCK = 4096;
 const ZERO_CHUNK = Buffer.alloc(1 << 20);
+const EMPTY = Buffer.alloc(0);
 
 export class NbdServer {
   readonly limits: NbdLimits;
@@ -71,18 +109,40 @@ export class NbdServer {
   readonly exports: ExportProvider;
   readonly describeClient: (address: string) => Record<string, string>;
   readonly secureContext: tls.SecureContext | null;
+  /** Ask TLS clients for a certificate (a CA to verify them is configured). */
+  readonly requestCert: boolean;
+  /** The CAs a client certificate must be issued (and signed) by. */
+  readonly clientCas: X509Certificate[];
   readonly rate = new RateLimiter(10_000);
   readonly pool = new BufferPool();
   private readonly server: net.Server;
   private readonly conns = new Set<Connection>();
+  /** Open connections per client address. */
+  private readonly perClient = new Map<string, number>();
+  /** Bytes in flight over all connections (payloads being served, replies not flushed yet). */
+  private inflightTotal = 0;
+  /** Connections waiting for in-flight budget, first come first served (a Set keeps insertion order). */
+  private readonly waiting = new Set<Connection>();
+  private waking = false;
+  private readonly sweepMs: number;
+  private readonly sweeper: NodeJS.Timeout;
+  private poolGets = 0;
+  private poolIdleMs = 0;
   shuttingDown = false;
 
   constructor(opts: NbdServerOptions) {
-    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.limits = limits;
+    // Stalled connections and an idle buffer pool are found by one periodic sweep (nothing per request).
+    this.sweepMs = Math.min(5000, Math.max(25, Math.floor(limits.stallTimeoutMs / 4)));
+    this.sweeper = setInterval(() => this.sweep(), this.sweepMs);
+    this.sweeper.unref();
     this.logger = opts.logger ?? silentLogger;
     this.exports = opts.exports;
     this.describeClient = opts.describeClient ?? ((ip) => ({ ip }));
     this.secureContext = opts.tls ? tls.createSecureContext({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca }) : null;
+    this.requestCert = opts.tls?.ca !== undefined;
+    this.clientCas = opts.tls?.ca !== undefined ? parseCas(opts.tls.ca) : [];
     // A larger write buffer lets a few big READ replies queue without pausing request intake.
     this.server = net.createServer({ noDelay: true, highWaterMark: 1 << 20 }, (s) => this.accept(s));
     this.server.on('error', (e) => this.logger.error({ err: e }, 'nbd server error'));
@@ -109,6 +169,11 @@ export class NbdServer {
     return this.conns.size;
   }
 
+  /** Bytes in flight over all connections (payloads being served and replies not yet taken by the kernel). */
+  get inflightBytes(): number {
+    return this.inflightTotal;
+  }
+
   /** Open connections with their counters. */
   connectionInfo(): NbdConnectionInfo[] {
     return [...this.conns].map((c) => c.info());
@@ -119,10 +184,89 @@ export class NbdServer {
       socket.destroy();
       return;
     }
-    this.logger.debug({ ip: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort }, 'nbd accept');
+    const ip = normalizeAddress(socket.remoteAddress ?? '');
+    const l = this.limits;
+    const mine = this.perClient.get(ip) ?? 0;
+    if (this.conns.size >= l.maxConnections || mine >= l.maxConnectionsPerClient) {
+      socket.on('error', () => {});
+      socket.destroy();
+      const all = this.conns.size >= l.maxConnections;
+      this.warn(
+        this.logger,
+        all ? 'conncap:all' : `conncap:${ip}`,
+        { ...this.describeClient(ip), ip, port: socket.remotePort, open: all ? this.conns.size : mine, limit: all ? l.maxConnections : l.maxConnectionsPerClient },
+        all ? 'nbd connection refused: too many connections' : 'nbd connection refused: too many connections from this client',
+      );
+      return;
+    }
+    this.perClient.set(ip, mine + 1);
+    this.logger.debug({ ip, port: socket.remotePort }, 'nbd accept');
     const c = new Connection(this, socket);
     this.conns.add(c);
-    c.onClosed = () => this.conns.delete(c);
+    c.onClosed = () => {
+      this.conns.delete(c);
+      const n = (this.perClient.get(ip) ?? 1) - 1;
+      if (n > 0) this.perClient.set(ip, n);
+      else this.perClient.delete(ip);
+    };
+  }
+
+  // In-flight budget (see the header). Called by connections only.
+
+  /** Takes `n` bytes of the server-wide budget for `c`; otherwise queues `c` (first come first served), false. */
+  reserve(c: Connection, n: number): boolean {
+    const w = this.waiting;
+    if (w.size > 0 && w.values().next().value !== c) {
+      w.add(c);
+      return false;
+    }
+    if (this.inflightTotal > 0 && this.inflightTotal + n > this.limits.maxInflightBytesTotal) {
+      w.add(c);
+      return false;
+    }
+    if (w.size > 0) w.delete(c);
+    this.inflightTotal += n;
+    return true;
+  }
+
+  /** Adds `d` bytes (no check: guaranteed requests, replies' real sizes); bytes given back wake waiters. */
+  charge(d: number): void {
+    this.inflightTotal += d;
+    if (d < 0 && this.waiting.size > 0) this.wake();
+  }
+
+  /** `c` no longer waits for budget (closed, or held back by its own limits). */
+  unwait(c: Connection): void {
+    this.waiting.delete(c);
+  }
+
+  /** Lets waiting connections take freed budget in order, until the first one's request does not fit. */
+  private wake(): void {
+    if (this.waking) return;
+    this.waking = true;
+    try {
+      for (;;) {
+        const c = this.waiting.values().next().value as Connection | undefined;
+        if (c === undefined) break;
+        c.retry();
+        if (this.waiting.values().next().value === c) break;
+      }
+    } finally {
+      this.waking = false;
+    }
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const c of this.conns) c.checkStall(now);
+    const gets = this.pool.gets;
+    if (gets !== this.poolGets || this.pool.pooledBytes === 0) {
+      this.poolGets = gets;
+      this.poolIdleMs = 0;
+    } else if ((this.poolIdleMs += this.sweepMs) >= POOL_IDLE_MS) {
+      this.pool.clear();
+      this.poolIdleMs = 0;
+    }
   }
 
   /**
@@ -134,6 +278,7 @@ export class NbdServer {
     const closed = new Promise<void>((res) => this.server.close(() => res()));
     await Promise.all([...this.conns].map((c) => c.shutdown()));
     await closed;
+    clearInterval(this.sweeper);
   }
 
   warn(log: Logger, key: string, obj: object, msg: string): void {
@@ -157,9 +302,54 @@ interface Req extends P.Request {
 const MAX_GROUP_REQUESTS = 64;
 const MAX_GROUP_BYTES = 8 << 20;
 
+/** The certificates of a PEM bundle (unparsable blocks are skipped). */
+function parseCas(pem: string | Buffer): X509Certificate[] {
+  const blocks = pem.toString().match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const out: X509Certificate[] = [];
+  for (const b of blocks) {
+    try {
+      out.push(new X509Certificate(b));
+    } catch {
+      // not a certificate
+    }
+  }
+  return out;
+}
+
+/**
+ * Whether a client certificate was issued and signed by one of `cas` and is valid now. A bare TLSSocket
+ * (STARTTLS on an accepted socket) does not set `authorized`, so the check is made here, explicitly: the
+ * client certificate must be signed directly by a CA of nbd.tls.ca (no intermediates).
+ */
+function verifiedBy(peer: X509Certificate, cas: X509Certificate[], now = Date.now()): boolean {
+  if (!(now >= Date.parse(peer.validFrom) && now <= Date.parse(peer.validTo))) return false;
+  for (const ca of cas) {
+    try {
+      if (peer.checkIssued(ca) && peer.verify(ca.publicKey)) return true;
+    } catch {
+      // a key type that cannot verify this signature
+    }
+  }
+  return false;
+}
+
+/** Names a verified certificate gives: subject CN, then SAN values (DNS, email, URI), bounded. */
+function certNames(cert: tls.PeerCertificate | undefined): string[] {
+  if (!cert || typeof cert !== 'object') return [];
+  const out: string[] = [];
+  const cn = (cert.subject as unknown as Record<string, unknown> | undefined)?.CN;
+  for (const v of Array.isArray(cn) ? cn : [cn]) if (typeof v === 'string' && v) out.push(v);
+  const san = typeof cert.subjectaltname === 'string' ? cert.subjectaltname : '';
+  for (const part of san.split(', ')) {
+    const m = /^(?:DNS|email|URI):(.+)$/.exec(part);
+    if (m) out.push(m[1]!);
+  }
+  return out.filter((n) => n.length <= 255).slice(0, 16);
+}
+
 class Connection {
   onClosed: () => void = () => {};
-  private readonly log: Logger;
+  private log: Logger;
   private readonly client: NbdClient;
   private stream: Duplex;
   private phase: Phase = 'flags';
@@ -189,8 +379,17 @@ class Connection {
   private curPos = 0;
   private wreq: Req | null = null;
   private wfill = 0;
+  /** A parsed request not admitted yet (over this connection's or the server's in-flight budget). */
+  private held: Req | null = null;
+  /** Requests admitted whose reply the kernel has not taken yet. */
   private inflight = 0;
+  /** Their bytes (payload estimate until the reply is built, then the reply's size); also in the server total. */
   private inflightBytes = 0;
+  /** Replies handed to the socket and not flushed yet; flush callbacks so far; stall detection state. */
+  private queuedReplies = 0;
+  private flushes = 0;
+  private flushesSeen = 0;
+  private stallSince = 0;
   private writeBlocked = false;
   private paused = false;
   private disc = false;
@@ -262,6 +461,11 @@ class Connection {
     if (this.closed) return;
     this.closed = true;
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    // What this connection still counts goes back to the server's budget (late callbacks see `closed`).
+    this.held = null;
+    this.srv.unwait(this);
+    this.srv.charge(-this.inflightBytes);
+    this.inflightBytes = 0;
     if (this.exp) {
       this.log.info(
         {
@@ -282,9 +486,10 @@ class Connection {
 
   /**
    * Queues bytes for the client. Replies finishing in the same event-loop turn are coalesced: the stream
-   * is corked at the first and uncorked in the check phase, so they leave in one writev.
+   * is corked at the first and uncorked in the check phase, so they leave in one writev. A `reply` (of a
+   * transmission request) is followed to its flush: `flushed()` then gives back what it counted.
    */
-  private send(buf: Buffer, recycle = false): void {
+  private send(buf: Buffer, reply = false, recycle = false): void {
     if (this.closed || this.stream.destroyed) return;
     if (this.corked !== this.stream) {
       this.corked?.uncork();
@@ -292,10 +497,41 @@ class Connection {
       this.stream.cork();
       setImmediate(this.uncork);
     }
-    if (!(recycle ? this.stream.write(buf, () => this.srv.pool.put(buf)) : this.stream.write(buf))) {
+    if (!(reply ? this.stream.write(buf, (e) => this.flushed(buf, recycle, e)) : this.stream.write(buf))) {
       this.writeBlocked = true;
       this.updateFlow();
     }
+  }
+
+  /** The kernel took a reply (or the stream failed): its request is no longer in flight. */
+  private flushed(buf: Buffer, recycle: boolean, e: Error | null | undefined): void {
+    if (this.closed) return; // onClose gave everything back
+    this.queuedReplies--;
+    this.flushes++;
+    this.inflight--;
+    this.inflightBytes -= buf.length;
+    this.srv.charge(-buf.length);
+    if (recycle && !e) this.srv.pool.put(buf);
+    if (this.disc) this.maybeFinish();
+    else this.updateFlow();
+  }
+
+  /** Server sweep: a connection whose queued replies made no progress for stallTimeoutMs is destroyed. */
+  checkStall(now: number): void {
+    if (this.queuedReplies === 0 || this.closed) {
+      this.stallSince = 0;
+      return;
+    }
+    if (this.flushes !== this.flushesSeen || this.stallSince === 0) {
+      this.flushesSeen = this.flushes;
+      this.stallSince = now;
+      return;
+    }
+    if (now - this.stallSince < this.srv.limits.stallTimeoutMs) return;
+    this.srv.warn(this.log, `stall:${this.client.address}`, {
+      export: this.exp?.name, queuedReplies: this.queuedReplies, inflightBytes: this.inflightBytes, ms: now - this.stallSince,
+    }, 'nbd client stopped reading its replies; closing');
+    this.destroy();
   }
 
   private readonly uncork = (): void => {
@@ -307,6 +543,7 @@ class Connection {
   private onDrain(): void {
     this.writeBlocked = false;
     this.updateFlow();
+    if (this.phase === 'optHeader') this.pumpHandshake();
   }
 
   // ==================================================== handshake ====================================================
@@ -361,6 +598,9 @@ class Connection {
         this.fixedNewstyle = f.value.fixedNewstyle;
         this.phase = 'optHeader';
       } else if (this.phase === 'optHeader') {
+        // A client that sends options without reading the replies: take no more until they drain (what
+        // it keeps sending counts against the handshake flood limit).
+        if (this.stream.writableNeedDrain) return;
         const b = this.take(P.OPTION_HEADER_LENGTH);
         if (!b) return;
         const h = P.parseOptionHeader(b);
@@ -404,8 +644,15 @@ class Connection {
   }
 
   private replyErr(option: number, type: number, message: string): void {
-    this.log.debug({ option: P.optionName(option), type, msg: message }, 'nbd option refused');
+    this.log.debug({ option: P.optionName(option), type, reason: message }, 'nbd option refused');
     this.send(P.buildOptionError(option, type, message));
+  }
+
+  /** A client asked for an export and did not get it: one info line (rate-limited per client, export and reason). */
+  private refused(exportName: string, reason: string): void {
+    const suppressed = this.srv.rate.allow(`refused:${this.client.address}:${exportName}:${reason}`);
+    if (suppressed === null) return;
+    this.log.info({ export: exportName, reason, ...(suppressed ? { suppressed } : {}) }, 'nbd export refused');
   }
 
   private transmissionFlags(e: OpenExport): number {
@@ -520,11 +767,13 @@ class Connection {
           return 'stop';
         }
         if (isRefusal(e)) {
-          this.replyErr(option, e.reason === 'unknown' ? P.REP_ERR_UNKNOWN : P.REP_ERR_POLICY, e.message);
+          this.refused(r.value.name, e.message);
+          this.replyErr(option, e.reason === 'unknown' ? P.REP_ERR_UNKNOWN : e.reason === 'tls' ? P.REP_ERR_TLS_REQD : P.REP_ERR_POLICY, e.message);
           return 'continue';
         }
         if (e.tlsRequired && !this.tlsActive) {
           e.release();
+          this.refused(r.value.name, 'TLS required');
           this.replyErr(option, P.REP_ERR_TLS_REQD, `export '${r.value.name}' requires TLS`);
           return 'continue';
         }
@@ -561,7 +810,7 @@ class Connection {
         if (isRefusal(e) || (e.tlsRequired && !this.tlsActive)) {
           // NBD_OPT_EXPORT_NAME cannot return an error: the spec says terminate the session.
           if (!isRefusal(e)) e.release();
-          this.log.info({ export: n.value, reason: isRefusal(e) ? e.message : 'TLS required' }, 'nbd export refused');
+          this.refused(n.value, isRefusal(e) ? e.message : 'TLS required');
           this.destroy();
           return 'stop';
         }
@@ -595,11 +844,27 @@ class Connection {
     raw.pause();
     const leftover = this.hsBytes ? this.take(this.hsBytes) : null;
     if (leftover && leftover.length) raw.unshift(leftover);
-    const t = new tls.TLSSocket(raw, { isServer: true, secureContext: this.srv.secureContext!, requestCert: false });
+    // A client certificate is asked for, not required (rejectUnauthorized false): exports that need one
+    // refuse connections without it; the others still serve TLS-only clients.
+    const requestCert = this.srv.requestCert;
+    const t = new tls.TLSSocket(raw, { isServer: true, secureContext: this.srv.secureContext!, requestCert, rejectUnauthorized: false });
     t.on('error', (e) => this.onError(e));
     t.on('secure', () => {
       this.tlsActive = true;
       this.client.tls = true;
+      if (requestCert) {
+        const peer = t.getPeerX509Certificate();
+        const names = peer && verifiedBy(peer, this.srv.clientCas) ? certNames(t.getPeerCertificate()) : [];
+        if (names.length) {
+          this.client.certNames = names;
+          this.log = this.log.child({ cert: names[0] });
+          this.log.info({ names }, 'nbd tls established with a verified client certificate');
+          return;
+        }
+        if (peer) {
+          this.srv.warn(this.log, `badcert:${this.client.address}`, { subject: peer.subject.slice(0, 200), issuer: peer.issuer.slice(0, 200) }, 'nbd client certificate not accepted (not issued by nbd.tls.ca, expired, or no name)');
+        }
+      }
       this.log.debug({}, 'nbd tls established');
     });
     this.stream = t;
@@ -637,11 +902,16 @@ class Connection {
     return this.disc || this.writeBlocked || this.inflightBytes >= l.maxInflightBytes || this.inflight >= l.maxInflightRequests;
   }
 
-  /** Pauses or resumes reading from the socket; parses a held-back chunk first. */
+  /** Pauses or resumes reading from the socket; parses a held-back chunk (or request) first. */
   private updateFlow(): void {
     if (this.closed) return;
-    if (this.phase === 'transmission' && this.cur && !this.parsing && !this.blocked()) this.parse();
-    const stop = this.blocked() || this.cur !== null;
+    if (this.phase === 'transmission' && (this.cur !== null || this.held !== null) && !this.parsing && !this.blocked()) return this.parse();
+    this.pauseOrResume();
+  }
+
+  private pauseOrResume(): void {
+    if (this.closed || this.phase === 'closing') return; // closing: reading on, to see the peer's FIN
+    const stop = this.blocked() || this.cur !== null || this.held !== null;
     if (stop && !this.paused) {
       this.paused = true;
       this.stream.pause();
@@ -663,17 +933,26 @@ class Connection {
       this.cur = this.pending.shift() ?? null;
       this.curPos = 0;
     }
-    this.updateFlow();
+    this.pauseOrResume();
   }
 
   private parseLoop(): void {
     const l = this.srv.limits;
-    while (this.cur !== null && !this.closed) {
+    while (!this.closed) {
       if (this.disc) {
         this.cur = null; // nothing may follow NBD_CMD_DISC
         this.pending = [];
         break;
       }
+      if (this.held !== null) {
+        // Parsed earlier, waiting for in-flight budget.
+        const r = this.held;
+        if (this.blocked() || !this.admit(r)) break;
+        this.held = null;
+        this.start(r);
+        continue;
+      }
+      if (this.cur === null) break;
       const chunk = this.cur;
       let pos = this.curPos;
       const avail = chunk.length - pos;
@@ -731,42 +1010,83 @@ class Connection {
           this.destroy();
           return;
         }
-        const left = chunk.length - pos;
-        if (left >= r.length) {
-          r.payload = chunk.subarray(pos, pos + r.length);
-          this.curPos = pos + r.length;
-          this.bytesWritten += r.length;
-          this.dispatch(r);
-        } else {
-          r.parts = left > 0 ? [chunk.subarray(pos)] : [];
-          this.curPos = chunk.length;
-          this.bytesWritten += left;
-          this.wreq = r;
-          this.wfill = left;
-          // Count the payload as in flight now so a slow sender cannot make us hold many big buffers.
-          r.cost = r.length;
-          this.inflight++;
-          this.inflightBytes += r.length;
-        }
-        continue;
-      }
-      if (r.type === P.CMD_DISC) {
+      } else if (r.type === P.CMD_DISC) {
         this.disc = true;
         this.cur = null;
         this.log.debug({ export: this.exp?.name, inflight: this.inflight }, 'nbd disc');
         this.maybeFinish();
         break;
       }
+      r.cost = this.costOf(r);
+      if (!this.admit(r)) {
+        this.held = r;
+        break;
+      }
+      this.start(r);
+    }
+  }
+
+  /** What a request is charged at admission: its payload, or a small reply's estimate. */
+  private costOf(r: Req): number {
+    if (r.type === P.CMD_READ || r.type === P.CMD_WRITE) {
+      return r.length > SMALL_COST && r.length <= this.srv.limits.maxPayload ? r.length : SMALL_COST;
+    }
+    return r.type === P.CMD_BLOCK_STATUS ? BLOCK_STATUS_COST : SMALL_COST;
+  }
+
+  /**
+   * Counts a request in flight if it fits: always when nothing is in flight here and it is small enough
+   * (guaranteedRequestBytes), else within this connection's limit and the server's budget. When it does not
+   * fit it is held: its connection's own flushes, or the server (budget given back), try it again.
+   */
+  private admit(r: Req): boolean {
+    const l = this.srv.limits;
+    const n = r.cost;
+    if (this.inflightBytes === 0 && n <= l.guaranteedRequestBytes) {
+      this.srv.unwait(this);
+      this.srv.charge(n);
+    } else if (this.inflightBytes > 0 && this.inflightBytes + n > l.maxInflightBytes) {
+      this.srv.unwait(this);
+      return false;
+    } else if (!this.srv.reserve(this, n)) {
+      return false;
+    }
+    this.inflight++;
+    this.inflightBytes += n;
+    return true;
+  }
+
+  /** Server: budget was given back and this connection is first in line. */
+  retry(): void {
+    const r = this.held;
+    if (this.closed || r === null || this.parsing || this.blocked() || (this.inflightBytes > 0 && this.inflightBytes + r.cost > this.srv.limits.maxInflightBytes)) {
+      this.srv.unwait(this); // its own flushes will try again
+      return;
+    }
+    this.updateFlow();
+  }
+
+  /** An admitted request: a WRITE takes its payload (a view, or gathered from the next chunks); others go. */
+  private start(r: Req): void {
+    if (r.type !== P.CMD_WRITE) return this.dispatch(r);
+    const chunk = this.cur;
+    const pos = this.curPos;
+    const left = chunk === null ? 0 : chunk.length - pos;
+    if (left >= r.length) {
+      r.payload = chunk === null ? EMPTY : chunk.subarray(pos, pos + r.length);
+      this.curPos = pos + r.length;
+      this.bytesWritten += r.length;
       this.dispatch(r);
+    } else {
+      r.parts = left > 0 ? [chunk!.subarray(pos)] : [];
+      if (chunk !== null) this.curPos = chunk.length;
+      this.bytesWritten += left;
+      this.wreq = r;
+      this.wfill = left;
     }
   }
 
   private dispatch(r: Req): void {
-    if (r.cost === 0) {
-      r.cost = r.type === P.CMD_READ || r.type === P.CMD_WRITE ? r.length : 0;
-      this.inflight++;
-      this.inflightBytes += r.cost;
-    }
     const bad = this.validate(r);
     if (bad) {
       this.errors++;
@@ -1028,11 +1348,17 @@ class Connection {
   }
 
   private complete(r: Req, reply: Buffer, recycle = false): void {
-    this.send(reply, recycle);
-    this.inflight--;
-    this.inflightBytes -= r.cost;
-    if (this.disc) this.maybeFinish();
-    else this.updateFlow();
+    if (this.closed) {
+      if (recycle) this.srv.pool.put(reply); // never written
+      return;
+    }
+    // From now on the reply's real size is what is in flight, until the kernel has taken it (flushed()).
+    const d = reply.length - r.cost;
+    this.inflightBytes += d;
+    this.srv.charge(d);
+    this.queuedReplies++;
+    this.send(reply, true, recycle);
+    if (!this.disc) this.updateFlow();
   }
 
   /** After DISC, the client's half-close or a shutdown: once nothing is in flight, (flush and) close our side. */
@@ -1041,7 +1367,13 @@ class Connection {
     this.finishing = true;
     const end = (): void => {
       this.phase = 'closing';
-      if (!this.stream.destroyed) this.stream.end();
+      if (this.stream.destroyed) return;
+      this.stream.end();
+      // Keep reading (whatever comes is dropped) so the peer's FIN is seen and the socket closes; a paused
+      // socket would linger half-open. A peer that never closes is cut off.
+      this.paused = false;
+      this.stream.resume();
+      setTimeout(() => this.destroy(), 5000).unref();
     };
     const dev = this.dev;
     if (this.flushOnEnd && dev && !dev.readOnly) dev.flush(() => end());
@@ -1066,11 +1398,16 @@ class Connection {
     });
   }
 
-  /** A half-received write is dropped: it was never acknowledged. */
+  /** A half-received write, or a request still waiting for budget, is dropped: it was never acknowledged. */
   private dropPartialWrite(): void {
-    if (!this.wreq) return;
+    if (this.held) {
+      this.held = null;
+      this.srv.unwait(this);
+    }
+    if (!this.wreq || this.closed) return;
     this.inflight--;
     this.inflightBytes -= this.wreq.cost;
+    this.srv.charge(-this.wreq.cost);
     this.wreq = null;
   }
 }

@@ -4,17 +4,24 @@
  * for; each PC's boot files exist; and the kernel command lines (cmdline.txt, pxelinux.cfg/default)
  * point their NBD root at this server, port and export — the most common way a netboot fails silently.
  */
+import fs from 'node:fs';
+import { isIP } from 'node:net';
+import os from 'node:os';
+import { join } from 'node:path';
 import { FileBlockDevice } from '../disk/blockdev.js';
 import { formatIssue, loadConfig } from '../config/load.js';
 import type { Config, ImageConfig } from '../config/schema.js';
 import type { FatVolume } from '../fat/volume.js';
 import { openBootVolume } from '../fat/boot.js';
-import { cmdlineValue, parseNbdDevice, parseNbdroot, splitCmdline } from './cmdline.js';
+import { KERNEL_CONFIGS, cmdlineValue, parseBootConfig, parseNbdDevice, parseNbdroot, splitCmdline } from './cmdline.js';
+import { defaultServerAddress } from '../dhcp/address.js';
 import { DEFAULT_BOOT_FILES } from './policy.js';
+import { isLoopbackAddress } from '../util/net.js';
 import type { Partition, PartitionTable } from '../disk/partitions.js';
 
 export interface CheckLine {
-  level: 'ok' | 'warn' | 'error';
+  /** `hint`: a suggestion (pin a client, …), neither a warning nor an error; hidden by --quiet. */
+  level: 'ok' | 'hint' | 'warn' | 'error';
   /** What the line is about: `config`, `image jammy`, `pi 89025d75`, `host 52:54:…`. */
   subject: string;
   message: string;
@@ -55,10 +62,23 @@ export async function checkConfig(configPath: string): Promise<CheckReport> {
     add('warn', 'config', 'server.address is not set: it will be detected from the network interfaces at start; cmdline checks below cannot compare the NBD server address');
   }
 
+  if (config.status.enabled && !isLoopbackAddress(config.status.address) && !config.status.token) {
+    add('warn', 'config', `status.address ${config.status.address} is not loopback and status.token is not set: the status endpoint will refuse every request; set status.token (e.g. \`openssl rand -hex 16\`) or listen on 127.0.0.1`);
+  }
+
+  // Only what the config uses is checked: an image whose boot partition nobody boots from (an NBD-only root
+  // disk, a bare ext4 file behind a tftpRoot host) needs no partition table nor FAT.
+  const bootedFrom = new Set<string>([
+    ...Object.values(config.pis).map((p) => p.image),
+    ...Object.values(config.hosts).flatMap((h) => (h.image !== undefined ? [h.image] : [])),
+    ...(config.defaults?.image !== undefined ? [config.defaults.image] : []),
+  ]);
   const opened = new Map<string, OpenedImage | null>();
   for (const [name, img] of Object.entries(config.images)) {
-    opened.set(name, await inspectImage(name, img, add));
+    if (bootedFrom.has(name)) opened.set(name, await inspectImage(name, img, add));
+    else await inspectExportOnly(name, img, add);
   }
+  const fix = prepCommand(config);
 
   for (const [serial, pi] of Object.entries(config.pis)) {
     const subject = `pi ${serial}`;
@@ -87,15 +107,47 @@ export async function checkConfig(configPath: string): Promise<CheckReport> {
     if (missing4.length) add('warn', subject, `no ${missing4.join(', ')}: a Pi 4 will not boot from it (a Pi 5 does not need them)`);
     if (!missing.length) add('ok', subject, `boots image \`${pi.image}\` (partition ${pi.partition ?? img.bootNumber})`);
     const cmdline = await readText(volume, 'cmdline.txt');
-    if (cmdline !== null) checkCmdline(config, pi.image, img, cmdline.split('\n')[0] ?? '', `${subject} cmdline.txt`, add);
+    if (cmdline !== null) checkBootConfig(config, pi.image, img, 'cmdline.txt', cmdline, subject, fix, add);
+    const configTxt = await readText(volume, 'config.txt');
+    if (configTxt !== null && cmdline !== null && /(^|\s)nbdroot=/.test(cmdline)) await checkPiInitramfs(volume, configTxt, subject, add);
     await closeExtra?.();
   }
 
-  for (const [mac, host] of Object.entries(config.hosts)) await checkPc(config, `host ${mac}`, host, opened, add);
-  if (config.defaults) await checkPc(config, 'defaults', config.defaults, opened, add);
+  for (const [mac, host] of Object.entries(config.hosts)) await checkPc(config, `host ${mac}`, host, opened, fix, add, mac);
+  if (config.defaults) await checkPc(config, 'defaults', config.defaults, opened, fix, add);
+  await suggestPins(config, add);
 
   for (const img of opened.values()) await img?.close();
   return summarize(lines);
+}
+
+/**
+ * A Pi or host without `address:` can have its identity (and so its copy-on-write disk) claimed from
+ * another address by whoever boots as it first after a quiet minute: suggest pinning it, with the address
+ * stateDir/clients.json last saw it at.
+ */
+async function suggestPins(config: Config, add: (l: CheckLine['level'], s: string, m: string) => void): Promise<void> {
+  const lastSeen = new Map<string, string>();
+  try {
+    const records = JSON.parse(await fs.promises.readFile(join(config.server.stateDir, 'clients.json'), 'utf8')) as unknown;
+    if (Array.isArray(records)) {
+      for (const r of records as Array<Record<string, unknown>>) {
+        if (typeof r?.ip !== 'string' || isIP(r.ip) !== 4) continue;
+        if (typeof r.serial === 'string') lastSeen.set(`serial:${r.serial}`, r.ip);
+        if (typeof r.mac === 'string') lastSeen.set(`mac:${r.mac}`, r.ip);
+      }
+    }
+  } catch {
+    // No state yet (or unreadable): suggest without an address.
+  }
+  const hint = (subject: string, key: string): void => {
+    const ip = lastSeen.get(key);
+    add('hint', subject, ip
+      ? `not pinned: add \`address: ${ip}\` (where it was last seen) so no other machine can claim its identity and disk`
+      : 'not pinned: add `address: <its IPv4 or CIDR>` so no other machine can claim its identity and disk');
+  };
+  for (const [serial, pi] of Object.entries(config.pis)) if (pi.address === undefined) hint(`pi ${serial}`, `serial:${serial}`);
+  for (const [mac, host] of Object.entries(config.hosts)) if (host.address === undefined) hint(`host ${mac}`, `mac:${mac}`);
 }
 
 async function checkPc(
@@ -103,7 +155,9 @@ async function checkPc(
   subject: string,
   t: { image?: string; tftpRoot?: string; bootFile?: Config['hosts'][string]['bootFile'] },
   opened: Map<string, OpenedImage | null>,
+  fix: PrepCommand,
   add: (l: CheckLine['level'], s: string, m: string) => void,
+  mac?: string,
 ): Promise<void> {
   if (t.tftpRoot !== undefined) {
     add('ok', subject, `served from directory ${t.tftpRoot}`);
@@ -124,13 +178,106 @@ async function checkPc(
     for (const f of files) if (!(await exists(img.volume, f))) missing.push(f);
     if (missing.length) add(t.bootFile === undefined ? 'warn' : 'error', subject, `boot file${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not in image \`${name}\``);
     else add('ok', subject, `boots image \`${name}\` (${[...files].join(', ')})`);
-    const cfg = await readText(img.volume, 'pxelinux.cfg/default');
-    if (cfg !== null) {
-      for (const line of cfg.split('\n')) {
-        const m = /^\s*append\s+(.*)$/i.exec(line);
-        if (m && /nbdroot=|root=\/dev\/nbd/.test(m[1]!)) checkCmdline(config, name, img, m[1]!, `${subject} pxelinux.cfg/default`, add);
-      }
+    // The kernel command line: PXELINUX's file for this MAC, else its default, else the other boot loader configs.
+    const candidates = [...(mac ? [`pxelinux.cfg/01-${mac.replace(/:/g, '-')}`] : []), ...KERNEL_CONFIGS];
+    for (const path of candidates) {
+      const text = await readText(img.volume, path);
+      if (text === null) continue;
+      checkBootConfig(config, name, img, path, text, subject, fix, add);
+      break;
     }
+  }
+}
+
+/** The initramfs names `auto_initramfs=1` makes the Pi firmware look for (Pi 5, Pi 4 64-bit, Pi 4 32-bit, older). */
+const AUTO_INITRAMFS = ['initramfs_2712', 'initramfs8', 'initramfs7l', 'initramfs7', 'initramfs'];
+
+/**
+ * A root on NBD needs an initramfs (nbd-client attaches the disk before the root is mounted): the file that
+ * config.txt loads (`initramfs FILE`, or `auto_initramfs=1`'s names) must be in the boot partition.
+ */
+async function checkPiInitramfs(volume: FatVolume, configTxt: string, subject: string, add: (l: CheckLine['level'], s: string, m: string) => void): Promise<void> {
+  const lines = configTxt.split(/\r?\n/).map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+  const named = lines.map((l) => /^initramfs\s+(\S+)/i.exec(l)?.[1]).filter((f): f is string => f !== undefined);
+  const auto = lines.some((l) => /^auto_initramfs\s*=\s*1$/i.test(l));
+  if (named.length) {
+    for (const f of named) {
+      if (await exists(volume, f)) add('ok', subject, `config.txt loads initramfs ${f}`);
+      else add('error', `${subject} config.txt`, `\`initramfs ${f}\` names a file the boot partition does not have: the kernel cannot attach its NBD root (copy it in: netbootd prep … --copy ${f})`);
+    }
+    return;
+  }
+  if (auto) {
+    const present: string[] = [];
+    for (const f of AUTO_INITRAMFS) if (await exists(volume, f)) present.push(f);
+    if (present.length) add('ok', subject, `config.txt loads an initramfs by auto_initramfs (${present.join(', ')})`);
+    else add('error', `${subject} config.txt`, `auto_initramfs=1 but none of ${AUTO_INITRAMFS.join(', ')} is in the boot partition: the kernel cannot attach its NBD root (copy the image's initramfs in under the name its model loads, e.g. --copy initrd.img:/initramfs8 for a Pi 4)`);
+    return;
+  }
+  add('error', `${subject} config.txt`, 'loads no initramfs (no `initramfs FILE` line, no auto_initramfs=1): the kernel cannot attach its NBD root without one (add `initramfs initrd.img followkernel` and copy it in)');
+}
+
+/** A `netbootd prep` command line that makes an image's command line right for this config, copy-paste ready. */
+type PrepCommand = (imageName: string, cmdlinePath: string) => string;
+
+function prepCommand(config: Config): PrepCommand {
+  let server = config.server.address;
+  if (server === undefined) {
+    const d = defaultServerAddress({ ...(config.dhcp.interface ? { interfaceName: config.dhcp.interface } : {}) }, os.networkInterfaces());
+    if (d.ok) server = d.address;
+  }
+  const host = server === undefined ? null : config.nbd.port === 10809 ? server : `${server}:${config.nbd.port}`;
+  return (imageName, cmdlinePath) => {
+    const img = config.images[imageName]!;
+    const args = [`netbootd prep ${shellWord(img.path!)} --export ${shellWord(img.export!)}`];
+    args.push(host === null ? "--server THIS-SERVER'S-ADDRESS" : `--server ${host}`);
+    if (cmdlinePath !== 'cmdline.txt') args.push(`--cmdline ${shellWord(cmdlinePath)}`);
+    return args.join(' ');
+  };
+}
+
+function shellWord(w: string): string {
+  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Checks the kernel command line(s) of a boot loader config (a Pi cmdline.txt, PXELINUX, GRUB). */
+function checkBootConfig(
+  config: Config,
+  imageName: string,
+  img: OpenedImage,
+  path: string,
+  text: string,
+  subject: string,
+  fix: PrepCommand,
+  add: (l: CheckLine['level'], s: string, m: string) => void,
+): void {
+  const where = `${subject} ${path}`;
+  const cfg = parseBootConfig(path, text);
+  if ('error' in cfg) {
+    add('error', where, `${cfg.error}; the client will not boot from it`);
+    return;
+  }
+  if (cfg.lines.length === 0) {
+    add('error', where, `no kernel command line (no ${cfg.kind === 'grub' ? '`linux`' : '`APPEND`'} line); run: ${fix(imageName, path)}`);
+    return;
+  }
+  // Entries that boot from NBD are checked; with none, the first entry shows what is missing.
+  const nbd = cfg.lines.filter((l) => /(^|\s)(nbdroot=|root=\/dev\/nbd)/.test(l.args));
+  for (const l of nbd.length ? nbd : cfg.lines.slice(0, 1)) {
+    checkCmdline(config, imageName, img, l.args, cfg.kind === 'cmdline' ? where : `${where}:${l.line}`, () => fix(imageName, path), add);
+  }
+}
+
+/** An image exported over NBD only: it must open; its content is the client's business. */
+async function inspectExportOnly(name: string, img: ImageConfig, add: (l: CheckLine['level'], s: string, m: string) => void): Promise<void> {
+  const subject = `image ${name}`;
+  try {
+    const dev = await FileBlockDevice.open(img.path!, { readOnly: true });
+    add('ok', subject, `${img.path}: ${(dev.size / 2 ** 30).toFixed(2)} GiB, ${img.mode}, export \`${img.export}\` (NBD only: no Pi or host boots from its boot partition)`);
+    await dev.close();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    add('error', subject, `${img.path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
   }
 }
 
@@ -167,6 +314,7 @@ function checkCmdline(
   img: OpenedImage,
   text: string,
   subject: string,
+  fix: () => string,
   add: (l: CheckLine['level'], s: string, m: string) => void,
 ): void {
   const args = splitCmdline(text);
@@ -174,7 +322,7 @@ function checkCmdline(
   const nbdroot = cmdlineValue(args, 'nbdroot');
   const root = cmdlineValue(args, 'root');
   if (nbdroot === undefined) {
-    add('error', subject, `no nbdroot=: the client will not attach its root from this server (root=${root ?? 'unset'}); run: netbootd prep ${image.path} --export ${image.export}${config.server.address ? ` --server ${config.server.address}` : ''}`);
+    add('error', subject, `no nbdroot=: the client will not attach its root from this server (root=${root ?? 'unset'}); run: ${fix()}`);
     return;
   }
   const parsed = parseNbdroot(nbdroot);
@@ -189,7 +337,7 @@ function checkCmdline(
     bad = true;
   }
   if (parsed.exportName === undefined) {
-    add('warn', subject, `nbdroot=${nbdroot} names no export (old server,port form); write nbdroot=SERVER/${image.export}`);
+    add('warn', subject, `nbdroot=${nbdroot} names no export (old server,port form); write nbdroot=SERVER/${image.export}: ${fix()}`);
   }
   const port = parsed.port ?? 10809;
   if (port !== config.nbd.port) {
@@ -216,7 +364,8 @@ function checkCmdline(
       bad = true;
     }
   }
-  if (!bad) add('ok', subject, `nbdroot=${nbdroot} root=${root} match export \`${image.export}\` on port ${config.nbd.port}`);
+  if (bad) add('error', subject, `to fix it, run: ${fix()}`);
+  else add('ok', subject, `nbdroot=${nbdroot} root=${root} match export \`${image.export}\` on port ${config.nbd.port}`);
 }
 
 async function exists(volume: FatVolume, path: string): Promise<boolean> {
@@ -255,8 +404,8 @@ function summarize(lines: CheckLine[]): CheckReport {
 }
 
 export function formatReport(r: CheckReport, quiet = false): string {
-  const mark = { ok: 'ok   ', warn: 'WARN ', error: 'ERROR' } as const;
-  const shown = quiet ? r.lines.filter((l) => l.level !== 'ok') : r.lines;
+  const mark = { ok: 'ok   ', hint: 'hint ', warn: 'WARN ', error: 'ERROR' } as const;
+  const shown = quiet ? r.lines.filter((l) => l.level === 'warn' || l.level === 'error') : r.lines;
   const body = shown.map((l) => `${mark[l.level]} ${l.subject}: ${l.message}`).join('\n');
   const tail = r.errors ? `${r.errors} error${r.errors > 1 ? 's' : ''}, ${r.warnings} warning${r.warnings === 1 ? '' : 's'}` : `no errors, ${r.warnings} warning${r.warnings === 1 ? '' : 's'}`;
   return `${body}${body ? '\n' : ''}${tail}\n`;

@@ -3,6 +3,8 @@
  * exchange); both are tied to the IPv4 the client uses for TFTP, the 4011 exchange and NBD. NBD
  * connections carry no identity, so they are matched by source address to what was learned at boot
  * (falling back to the address itself). The table is bounded: the least recently seen entry goes first.
+ * This table records facts and NBD attachments; whether an identity may be bound to or moved to an
+ * address is the registry's decision (Registry.claim: evidence, pins, never while attached).
  */
 
 export interface ClientIdentity {
@@ -22,7 +24,11 @@ export interface ClientRecord extends ClientIdentity {
   lastBoot?: number;
   /** What it last fetched by TFTP, and when. */
   lastFile?: string;
+  /** When a DHCP exchange last tied a MAC to this address (evidence of a real boot). */
+  dhcpAt?: number;
 }
+
+export type IdentityKind = 'mac' | 'serial';
 
 export class ClientTable {
   private readonly byIp = new Map<string, ClientRecord>();
@@ -30,11 +36,14 @@ export class ClientTable {
   onIdentityChange: (() => void) | null = null;
   private readonly ipByMac = new Map<string, string>();
   private readonly ipBySerial = new Map<string, string>();
+  /** Open NBD exports per source address and per identity key (survive reloads: the table is shared). */
+  private readonly attachedIps = new Map<string, number>();
+  private readonly attachedKeys = new Map<string, number>();
 
   constructor(private readonly max = 4096) {}
 
   /** Records what was learned about the client at `ip` (merging with what is known). */
-  learn(ip: string, facts: Omit<ClientIdentity, 'ip'> & { boot?: boolean; file?: string }, now = Date.now()): ClientRecord {
+  learn(ip: string, facts: Omit<ClientIdentity, 'ip'> & { boot?: boolean; file?: string; dhcp?: boolean }, now = Date.now()): ClientRecord {
     let rec = this.byIp.get(ip);
     if (rec) this.byIp.delete(ip);
     else rec = { ip, firstSeen: now, lastSeen: now };
@@ -55,6 +64,7 @@ export class ClientTable {
     if (facts.firmware !== undefined) rec.firmware = facts.firmware;
     if (facts.name !== undefined) rec.name = facts.name;
     if (facts.boot) rec.lastBoot = now;
+    if (facts.dhcp) rec.dhcpAt = now;
     if (facts.file !== undefined) rec.lastFile = facts.file;
     this.byIp.set(ip, rec);
     while (this.byIp.size > this.max) {
@@ -108,6 +118,42 @@ export class ClientTable {
     return this.byIp.get(ip);
   }
 
+  /** The address an identity (MAC or Pi serial) is bound to, if any. */
+  holder(kind: IdentityKind, id: string): string | undefined {
+    return (kind === 'mac' ? this.ipByMac : this.ipBySerial).get(id);
+  }
+
+  /**
+   * Notes an open NBD export from `ip` under the state key `key` (see stateKey); the returned function
+   * (idempotent) ends it. An identity is not moved to another address while its holder is attached.
+   */
+  attach(ip: string, key: string): () => void {
+    const inc = (m: Map<string, number>, k: string, d: number): void => {
+      const n = (m.get(k) ?? 0) + d;
+      if (n > 0) m.set(k, n);
+      else m.delete(k);
+    };
+    inc(this.attachedIps, ip, 1);
+    inc(this.attachedKeys, key, 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      inc(this.attachedIps, ip, -1);
+      inc(this.attachedKeys, key, -1);
+    };
+  }
+
+  /** Whether an NBD export is open from this address. */
+  attachedFrom(ip: string): boolean {
+    return this.attachedIps.has(ip);
+  }
+
+  /** Whether an NBD export is open under this state key (from any address, e.g. by client certificate). */
+  attachedAs(key: string): boolean {
+    return this.attachedKeys.has(key);
+  }
+
   /** The identity to log and to name overlays by: serial, else MAC, else the address. */
   identity(ip: string): ClientIdentity {
     const rec = this.byIp.get(ip);
@@ -119,14 +165,55 @@ export class ClientTable {
   /** A stable file-name-safe key for per-client state (copy-on-write overlays). */
   stateKey(ip: string): string {
     const rec = this.byIp.get(ip);
-    if (rec?.serial) return `pi-${rec.serial}`;
-    if (rec?.mac) return `mac-${rec.mac.replace(/:/g, '-')}`;
-    return `ip-${ip.replace(/[^0-9a-fA-F.]/g, '_')}`;
+    if (rec?.serial) return identityKey('serial', rec.serial);
+    if (rec?.mac) return identityKey('mac', rec.mac);
+    return addressKey(ip);
   }
 
   all(): ClientRecord[] {
     return [...this.byIp.values()].reverse();
   }
+
+  /** Clients that asked and were not served (bounded, newest last), with why and the command that would serve them. */
+  private readonly unservedByKey = new Map<string, UnservedRecord>();
+
+  noteUnserved(r: Omit<UnservedRecord, 'count' | 'first' | 'last'>, now = Date.now()): void {
+    const key = `${r.ip}\0${r.serial ?? r.mac ?? ''}`;
+    const prev = this.unservedByKey.get(key);
+    this.unservedByKey.delete(key);
+    this.unservedByKey.set(key, { ...r, count: (prev?.count ?? 0) + 1, first: prev?.first ?? now, last: now });
+    while (this.unservedByKey.size > MAX_UNSERVED) this.unservedByKey.delete(this.unservedByKey.keys().next().value as string);
+  }
+
+  /** Newest first. */
+  unserved(): UnservedRecord[] {
+    return [...this.unservedByKey.values()].reverse();
+  }
+}
+
+const MAX_UNSERVED = 64;
+
+/** A client that asked for a boot file and got nothing: who, what, why, and how to serve it. */
+export interface UnservedRecord {
+  ip: string;
+  serial?: string;
+  mac?: string;
+  path: string;
+  reason: string;
+  fix?: string;
+  count: number;
+  first: number;
+  last: number;
+}
+
+/** The state key of an identity: `pi-<serial>` or `mac-aa-bb-cc-dd-ee-ff`. */
+export function identityKey(kind: IdentityKind, id: string): string {
+  return kind === 'serial' ? `pi-${id}` : `mac-${id.replace(/:/g, '-')}`;
+}
+
+/** The state key of a client known only by its address. */
+export function addressKey(ip: string): string {
+  return `ip-${ip.replace(/[^0-9a-fA-F.]/g, '_')}`;
 }
 
 /** Log fields for a client: `{ ip, mac?, serial?, name? }` (pino child bindings). */

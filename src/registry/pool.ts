@@ -19,15 +19,25 @@ interface VolumeEntry {
 }
 
 export class ImagePool extends DevicePool {
-  /** Devices live as long as the pool (images stay open), so a plain Map. */
+  /** Devices live as long as the pool or until retired (their image file changed): a plain Map, emptied by `retired`. */
   private readonly volumes = new Map<BlockDevice, Map<number, VolumeEntry>>();
 
-  constructor(private readonly log: Logger = silentLogger) {
-    super();
+  constructor(log: Logger = silentLogger) {
+    super(log);
+  }
+
+  /** A retired device's boot volumes are closed and forgotten (the next TFTP request opens the current file). */
+  protected override retired(dev: BlockDevice): void {
+    const map = this.volumes.get(dev);
+    if (!map) return;
+    this.volumes.delete(dev);
+    for (const v of map.values()) v.promise.then(({ volume }) => volume.close(), () => {});
+    map.clear();
   }
 
   /** The boot FAT volume of a device (partition: configured number, or undefined for the first FAT). */
   async bootVolume(dev: BlockDevice, partition?: number): Promise<FatVolume> {
+    if (dev.stale) throw dev.stale; // retired between the lookup and here: nothing to cache for it
     let perDev = this.volumes.get(dev);
     if (!perDev) {
       const map = new Map<number, VolumeEntry>();

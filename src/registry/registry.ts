@@ -3,6 +3,19 @@
  * DHCP "answer this PXE client, with which boot file?", TFTP "which bytes are `path` for the client at
  * this address?", NBD "which exports may this client see and open?". A reload builds a new snapshot over
  * the same ImagePool and ClientTable and swaps one reference; running sessions keep what they opened.
+ *
+ * Identity is a security boundary (a client's overlay is its disk). An identity — a Pi serial or a PC
+ * MAC — is bound to an address the first time it is seen; it moves to another address only on evidence
+ * of a real boot there, never while it is attached to NBD, never outside its pin (`address:`), and every
+ * move is a warning naming both addresses:
+ * - a MAC: the DHCP exchange of that MAC (DHCPREQUEST option 50 / ciaddr, PXE requests with a ciaddr);
+ * - a Pi serial: the first file of a Pi boot (start4.elf, config.txt, …) asked from an address whose
+ *   DHCP exchange looked like a Pi within the last minute, or — without DHCP — when its current
+ *   address has been quiet for a minute;
+ * - a PXELINUX `pxelinux.cfg/01-<mac>` lookup is no evidence: it binds a MAC that no address holds to an
+ *   address that has none, and never moves one.
+ * A request that may not claim an identity is answered "file not found" and logged (rate-limited); it is
+ * never served that identity's view. A verified NBD client certificate names its client outright.
  */
 import type { BlockDevice } from '../disk/blockdev.js';
 import type { Config, ImageConfig } from '../config/schema.js';
@@ -10,17 +23,35 @@ import { NotFoundError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { FileSource } from '../util/source.js';
 import {
-  normalizeAddress, StaticExportProvider, type ExportInfo, type ExportProvider, type NbdClient, type NbdRefusal, type OpenExport,
+  AllowList, normalizeAddress, StaticExportProvider, type ExportInfo, type ExportProvider, type NbdClient, type NbdRefusal, type OpenExport,
+  type StaticExport,
 } from '../nbd/exports.js';
 import { DirectoryResolver, type ResolveRequest } from '../tftp/resolver.js';
-import { clientFields, type ClientTable } from './clients.js';
+import { PI_OUIS } from '../dhcp/pxe.js';
+import { normalizeMac } from '../config/schema.js';
+import { RateLimiter } from '../util/log.js';
+import { addressKey, clientFields, identityKey, type ClientTable, type IdentityKind } from './clients.js';
 import type { ImagePool } from './pool.js';
 import { RegistryDhcpPolicy } from './policy.js';
 
 const SERIAL_PREFIX = /^([0-9a-fA-F]{8})\/(.+)$/;
 const PXELINUX_MAC = /^pxelinux\.cfg\/01-([0-9a-f]{2}(?:-[0-9a-f]{2}){5})$/i;
 /** A client quiet this long and then asking again is starting a new boot. */
-const NEW_BOOT_GAP_MS = 60_000;
+export const NEW_BOOT_GAP_MS = 60_000;
+/** Rate-limited identity warnings: at most this many lines per 10 s. */
+const WARN_BUDGET = 20;
+/** The first files a Pi bootloader asks for under its serial (Pi 4: start4.elf; Pi 5: config.txt; …). */
+const PI_BOOT_START = new Set([
+  'start.elf', 'start4.elf', 'start_cd.elf', 'start4cd.elf', 'start_x.elf', 'start4x.elf', 'start_db.elf', 'start4db.elf',
+  'config.txt', 'autoboot.txt', 'bootcode.bin', 'boot.img', 'boot.sig', 'recovery.elf',
+]);
+
+/** An identity a verified client certificate names. */
+interface CertIdentity {
+  kind: IdentityKind;
+  id: string;
+  key: string;
+}
 
 /** Where a TFTP path was found, for logs and status. */
 export interface TftpTarget {
@@ -36,6 +67,13 @@ export class Registry implements ExportProvider {
   /** NBD: the config's images as exports over the shared pool; copy-on-write overlays named by client identity. */
   readonly exports: StaticExportProvider;
   private readonly dirs = new Map<string, DirectoryResolver>();
+  /** `address:` pins of Pis and hosts. */
+  private readonly pins = new Map<string, AllowList>();
+  private readonly hostByName = new Map<string, string>();
+  /** Warnings a remote host can trigger, rate-limited (one line per key and interval, with the count suppressed). */
+  private readonly rate = new RateLimiter(10_000, 256);
+  /** And at most WARN_BUDGET such lines per 10 s overall, whatever the keys (spoofed sources are many). */
+  private budget = { windowStart: 0, lines: 0, suppressed: 0 };
 
   constructor(
     readonly config: Config,
@@ -44,6 +82,11 @@ export class Registry implements ExportProvider {
     private readonly log: Logger = silentLogger,
   ) {
     this.policy = new RegistryDhcpPolicy(config);
+    for (const [serial, pi] of Object.entries(config.pis)) if (pi.address) this.pins.set(`serial:${serial}`, new AllowList([pi.address]));
+    for (const [mac, host] of Object.entries(config.hosts)) {
+      if (host.address) this.pins.set(`mac:${mac}`, new AllowList([host.address]));
+      if (host.name !== undefined && !this.hostByName.has(host.name)) this.hostByName.set(host.name, mac);
+    }
     this.exports = new StaticExportProvider(
       Object.entries(config.images).map(([name, img]) => ({
         name: img.export ?? name,
@@ -54,9 +97,142 @@ export class Registry implements ExportProvider {
         stateDir: config.server.stateDir,
         ...(img.description !== undefined ? { description: img.description } : {}),
         tlsRequired: img.tls,
+        clientCert: img.clientCert,
       })),
-      { devices: pool, identify: (c) => clients.stateKey(normalizeAddress(c.address)) },
+      {
+        devices: pool,
+        identify: (c) => this.nbdKey(c),
+        writerKey: (c) => this.certIdentity(c)?.key ?? normalizeAddress(c.address),
+        authorize: (exp, c) => this.authorize(exp, c),
+      },
     );
+  }
+
+  // ------------------------------------------------------------------ identity
+
+  /** Whether the pin of an identity (if any) allows `ip`. */
+  pinAllows(kind: IdentityKind, id: string, ip: string): boolean {
+    const pin = this.pins.get(`${kind}:${id}`);
+    return !pin || pin.allows(ip);
+  }
+
+  /** Rate-limited warning (a remote host triggers these): one line per key and 10 s, with the count suppressed. */
+  private warnLimited(key: string, fields: Record<string, unknown>, msg: string, now = Date.now()): void {
+    this.limited('warn', key, fields, msg, now);
+  }
+
+  /** One line per key and 10 s, and at most WARN_BUDGET such lines per 10 s overall, with what was suppressed. */
+  private limited(level: 'warn' | 'info', key: string, fields: Record<string, unknown>, msg: string, now = Date.now()): void {
+    const suppressed = this.rate.allow(key, now);
+    if (suppressed === null) return;
+    const b = this.budget;
+    if (now - b.windowStart >= 10_000) {
+      b.windowStart = now;
+      b.lines = 0;
+    }
+    if (b.lines >= WARN_BUDGET) {
+      b.suppressed += 1 + suppressed;
+      return;
+    }
+    b.lines++;
+    const others = b.suppressed;
+    b.suppressed = 0;
+    this.log[level]({ ...fields, ...(suppressed ? { suppressed } : {}), ...(others ? { suppressedOther: others } : {}) }, msg);
+  }
+
+  /**
+   * May `ip` take identity `id`? True when it already holds it, or it is unbound, or the evidence allows a
+   * move (see the module comment); logs every move (warn) and every refusal (warn, rate-limited).
+   */
+  private claim(ip: string, kind: IdentityKind, id: string, evidence: { dhcp?: boolean; bootStart?: boolean }, now = Date.now()): boolean {
+    const field = kind === 'serial' ? 'serial' : 'mac';
+    const refuse = (why: string, holder?: string): false => {
+      this.warnLimited(`claim:${ip}:${id}`, { ip, [field]: id, ...(holder ? { holder } : {}), why }, 'client identity not given to this address');
+      return false;
+    };
+    if (!this.pinAllows(kind, id, ip)) return refuse('pinned to another address');
+    const here = this.clients.get(ip);
+    const holder = this.clients.holder(kind, id);
+    if (holder === ip) return true;
+    // An address attached to NBD as another client keeps that identity.
+    const current = here?.[field];
+    if (current !== undefined && current !== id && this.clients.attachedFrom(ip)) return refuse(`this address is attached to NBD as ${current}`);
+    if (holder === undefined) return true;
+    if (this.clients.attachedFrom(holder) || this.clients.attachedAs(identityKey(kind, id))) return refuse('attached to NBD from its address', holder);
+    let how: string;
+    if (kind === 'mac') {
+      if (!evidence.dhcp) return refuse('no DHCP exchange of this MAC from this address', holder);
+      how = 'dhcp';
+    } else {
+      if (!evidence.bootStart) return refuse('not the start of a boot', holder);
+      const piDhcp = here?.dhcpAt !== undefined && now - here.dhcpAt < NEW_BOOT_GAP_MS && (here.firmware === 'pi' || (here.mac !== undefined && PI_OUIS.includes(here.mac.slice(0, 8))));
+      const last = this.clients.get(holder)?.lastSeen ?? 0;
+      if (piDhcp) how = 'pi-dhcp-and-boot';
+      else if (now - last >= NEW_BOOT_GAP_MS) how = 'boot-after-quiet';
+      else return refuse('its address was active in the last minute and this one made no Pi DHCP exchange', holder);
+    }
+    this.log.warn({ [field]: id, from: holder, to: ip, evidence: how }, 'client identity moved to a new address');
+    return true;
+  }
+
+  /**
+   * DHCP evidence: the client with `mac` is at `ip` (a DHCPREQUEST's option 50 or ciaddr, or a PXE request's
+   * ciaddr). The daemon feeds the proxy DHCP server's `lease` and `reply` events here.
+   */
+  dhcpSeen(ip: string, mac: string, facts: { firmware?: string; boot?: boolean } = {}): boolean {
+    if (!this.claim(ip, 'mac', mac, { dhcp: true })) return false;
+    const name = this.config.hosts[mac]?.name;
+    this.clients.learn(ip, { mac, dhcp: true, ...(facts.firmware ? { firmware: facts.firmware } : {}), ...(name ? { name } : {}), ...(facts.boot ? { boot: true } : {}) });
+    return true;
+  }
+
+  /** The client a verified certificate names: a configured Pi serial, a configured (or, with defaults, any) MAC, or a host name. */
+  certIdentity(c: NbdClient): CertIdentity | null {
+    if (!c.tls || !c.certNames) return null;
+    for (const raw of c.certNames) {
+      const n = raw.trim().toLowerCase();
+      if (/^[0-9a-f]{8}$/.test(n) && this.config.pis[n]) return { kind: 'serial', id: n, key: identityKey('serial', n) };
+      const mac = normalizeMac(n);
+      if ('key' in mac && (this.config.hosts[mac.key] || this.config.defaults)) return { kind: 'mac', id: mac.key, key: identityKey('mac', mac.key) };
+      const byName = this.hostByName.get(raw.trim());
+      if (byName !== undefined) return { kind: 'mac', id: byName, key: identityKey('mac', byName) };
+    }
+    return null;
+  }
+
+  /** The overlay key of an NBD connection: its certificate's client, else the identity bound to its address (within its pin). */
+  private nbdKey(c: NbdClient): string {
+    const cert = this.certIdentity(c);
+    if (cert) return cert.key;
+    const ip = normalizeAddress(c.address);
+    const rec = this.clients.get(ip);
+    if (rec?.serial !== undefined && this.pinAllows('serial', rec.serial, ip)) return identityKey('serial', rec.serial);
+    if (rec?.serial === undefined && rec?.mac !== undefined && this.pinAllows('mac', rec.mac, ip)) return identityKey('mac', rec.mac);
+    return addressKey(ip);
+  }
+
+  /** Client-certificate exports admit only their own clients; a certificate never works outside its client's pin. */
+  private authorize(exp: StaticExport, c: NbdClient): string | null {
+    const cert = this.certIdentity(c);
+    const ip = normalizeAddress(c.address);
+    if (cert && !this.pinAllows(cert.kind, cert.id, ip)) {
+      this.warnLimited(`certpin:${ip}:${cert.id}`, { ip, [cert.kind]: cert.id, export: exp.name }, 'NBD client certificate used outside its pin: refused');
+      return `export '${exp.name}' is not available to this client here`;
+    }
+    if (!exp.clientCert) return null;
+    if (!cert) return `export '${exp.name}' requires a client certificate naming one of its clients`;
+    const imageName = Object.entries(this.config.images).find(([n, i]) => (i.export ?? n) === exp.name)?.[0];
+    const ok =
+      cert.kind === 'serial'
+        ? this.config.pis[cert.id]?.image === imageName
+        : this.config.hosts[cert.id]
+          ? this.config.hosts[cert.id]!.image === imageName
+          : this.config.defaults?.image === imageName;
+    if (!ok) {
+      this.warnLimited(`certimg:${ip}:${cert.id}`, { ip, [cert.kind]: cert.id, export: exp.name }, 'NBD client certificate names a client of another image: refused');
+      return `export '${exp.name}' requires a client certificate naming one of its clients`;
+    }
+    return null;
   }
 
   // ------------------------------------------------------------------ images
@@ -65,7 +241,7 @@ export class Registry implements ExportProvider {
   async deviceFor(imageName: string, address: string): Promise<BlockDevice> {
     const img = this.image(imageName);
     if (img.mode !== 'cow') return this.pool.file(img.path!, img.mode === 'readonly');
-    const identity = this.clients.stateKey(address);
+    const identity = this.nbdKey({ address, tls: false });
     const overlay = await this.pool.existingOverlay(img.path!, this.config.server.stateDir, img.export!, identity);
     return overlay ?? this.pool.file(img.path!, true);
   }
@@ -85,16 +261,34 @@ export class Registry implements ExportProvider {
       const serial = pi[1]!.toLowerCase();
       const entry = this.config.pis[serial];
       if (entry) {
+        const file = pi[2]!;
+        const bootStart = PI_BOOT_START.has(file.replace(/^\/+/, '').toLowerCase());
+        // Not this address's serial, and no evidence to move it here: "file not found", never its view.
+        if (!this.claim(address, 'serial', serial, { bootStart })) return null;
         const known = this.clients.get(address);
         const boot = !known || known.serial !== serial || Date.now() - known.lastSeen > NEW_BOOT_GAP_MS;
-        this.clients.learn(address, { serial, firmware: 'pi', boot, file: pi[2]! });
-        return { kind: 'pi', image: entry.image, path: pi[2]! };
+        this.clients.learn(address, { serial, firmware: 'pi', boot, file });
+        return { kind: 'pi', image: entry.image, path: file };
       }
     }
     const mac = PXELINUX_MAC.exec(path);
-    if (mac) this.clients.learn(address, { mac: mac[1]!.toLowerCase().replace(/-/g, ':') });
+    if (mac) {
+      const m = mac[1]!.toLowerCase().replace(/-/g, ':');
+      const here = this.clients.get(address)?.mac;
+      if (here !== m) {
+        const holder = this.clients.holder('mac', m);
+        if ((holder !== undefined && holder !== address) || !this.pinAllows('mac', m, address)) {
+          // A lookup is no evidence: it never moves a MAC, and the asker does not get that client's view.
+          this.warnLimited(`lookup:${address}:${m}`, { ip: address, mac: m, ...(holder ? { holder } : {}), path }, 'PXELINUX lookup of another client\'s MAC refused');
+          return null;
+        }
+        // Binds only an unbound MAC to an address that has none; otherwise the address keeps its own.
+        if (here === undefined) this.clients.learn(address, { mac: m });
+      }
+    }
     const rec = this.clients.get(address);
-    const host = rec?.mac ? this.config.hosts[rec.mac] : undefined;
+    const hostMac = rec?.mac !== undefined && this.pinAllows('mac', rec.mac, address) ? rec.mac : undefined;
+    const host = hostMac ? this.config.hosts[hostMac] : undefined;
     const t = host ?? this.config.defaults;
     if (!t) return null;
     this.clients.learn(address, { file: path, ...(host?.name ? { name: host.name } : {}) });
@@ -104,11 +298,35 @@ export class Registry implements ExportProvider {
     return null;
   }
 
+  /** Why `target` found nothing for this request, and the command that would serve it. */
+  private whyUnserved(address: string, path: string): { reason: string; fix?: string; serial?: string; mac?: string } {
+    const images = Object.keys(this.config.images);
+    const image = images.length === 1 ? images[0]! : 'IMAGE';
+    const pi = SERIAL_PREFIX.exec(path);
+    if (pi) {
+      const serial = pi[1]!.toLowerCase();
+      if (!this.config.pis[serial]) {
+        return { serial, reason: `Pi serial ${serial} is not under \`pis\``, fix: `netbootd add-pi ${serial} --image ${image}` };
+      }
+      return { serial, reason: `Pi serial ${serial} belongs to another address (see the identity warning)` };
+    }
+    const mac = this.clients.get(address)?.mac;
+    if (mac !== undefined) {
+      if (this.config.hosts[mac]) return { mac, reason: `MAC ${mac} is pinned to another address` };
+      return { mac, reason: `MAC ${mac} is not under \`hosts\` and there are no \`defaults\``, fix: `netbootd add-host ${mac} --image ${image}` };
+    }
+    return { reason: 'no PXE DHCP exchange seen from this address (its MAC is unknown) and there are no `defaults`' };
+  }
+
   /** TFTP resolution: the file, or null for "file not found". */
   async resolve(req: ResolveRequest): Promise<FileSource | null> {
     const t = this.target(req.address, req.path);
     if (!t) {
-      this.log.info({ ...clientFields(this.clients.identity(req.address)), path: req.path }, 'TFTP request from a client this config does not serve');
+      // Why, in words a user can act on; named by what was asked (not by what this address was before).
+      const why = this.whyUnserved(req.address, req.path);
+      this.clients.noteUnserved({ ip: req.address, path: req.path, ...why });
+      // A remote flood must not write one line per packet: per client and 10 s, within the overall budget.
+      this.limited('info', `unserved:${req.address}:${why.serial ?? why.mac ?? ''}`, { ip: req.address, ...why, path: req.path }, 'TFTP request from a client this config does not serve');
       return null;
     }
     if (t.tftpRoot !== undefined) {
@@ -139,7 +357,37 @@ export class Registry implements ExportProvider {
 
   async open(exportName: string, client: NbdClient): Promise<OpenExport | NbdRefusal> {
     const r = await this.exports.open(exportName, client);
-    if (!('refused' in r)) this.log.debug({ ...clientFields(this.clients.identity(normalizeAddress(client.address))), export: r.name }, 'NBD export opened');
-    return r;
+    if ('refused' in r) return r;
+    const ip = normalizeAddress(client.address);
+    const key = this.nbdKey(client);
+    // While attached, the identity does not move to another address.
+    const detach = this.clients.attach(ip, key);
+    this.log.debug({ ...clientFields(this.clients.identity(ip)), export: r.name, identity: key, ...(client.certNames ? { cert: true } : {}) }, 'NBD export opened');
+    const release = r.release;
+    return {
+      ...r,
+      release: () => {
+        detach();
+        release();
+      },
+    };
+  }
+
+  /**
+   * TFTP slot priority (read-only, learns nothing): 'known' for a path under a configured Pi serial that
+   * this address may claim (within its pin; not held by another address), or an address whose MAC is a
+   * configured host (within its pin); else 'unknown'.
+   */
+  priority(address: string, path: string): 'known' | 'unknown' {
+    const pi = SERIAL_PREFIX.exec(path);
+    if (pi) {
+      const serial = pi[1]!.toLowerCase();
+      if (this.config.pis[serial] && this.pinAllows('serial', serial, address)) {
+        const holder = this.clients.holder('serial', serial);
+        if (holder === undefined || holder === address) return 'known';
+      }
+    }
+    const mac = this.clients.get(address)?.mac;
+    return mac !== undefined && this.config.hosts[mac] && this.pinAllows('mac', mac, address) ? 'known' : 'unknown';
   }
 }

@@ -19,7 +19,15 @@ export interface ResolveRequest {
 export interface TftpResolver {
   /** The file to serve, or null when there is none. Rejections are logged and answered as "not found". */
   resolve(req: ResolveRequest): Promise<FileSource | null>;
+  /**
+   * Optional, synchronous and side-effect free: whether the request comes from a configured client
+   * ('known': served first when transfer slots are short) or not ('unknown': limited to a share of the
+   * slots and a per-subnet budget). Without it every client is 'unknown' (the share limit is then off).
+   */
+  priority?(address: string, path: string): ClientPriority;
 }
+
+export type ClientPriority = 'known' | 'unknown';
 
 /**
  * Normalizes a requested filename: `\` becomes `/`, leading and repeated `/` and `.` segments go
@@ -73,7 +81,8 @@ function isInside(root: string, p: string): boolean {
 /**
  * Serves regular files under `root`. The resolved path is realpath'd and must stay inside the realpath'd
  * root (no symlinks out); after opening, the fd's own path (/proc/self/fd) is checked again, which closes
- * the window where a component is swapped for a symlink between the check and the open.
+ * the window where a component is swapped for a symlink between the check and the open. Only regular files
+ * are opened (no FIFO, device or socket), without blocking.
  */
 export class DirectoryResolver implements TftpResolver {
   private rootReal: Promise<string> | null = null;
@@ -100,8 +109,15 @@ export class DirectoryResolver implements TftpResolver {
       return null;
     }
     if (!isInside(root, real)) return null;
+    // Only regular files are ever opened: a FIFO opened for reading blocks a thread-pool thread until a
+    // writer appears (four of them freeze every fs call of the process), and a device may act on open.
+    // lstat first; open with O_NONBLOCK (a FIFO swapped in after the lstat opens without blocking) and
+    // O_NOCTTY; then fstat the fd itself below.
+    const pre = await new Promise<fs.Stats | null>((resolve) => fs.lstat(real, (e, s) => resolve(e ? null : s)));
+    if (!pre || !pre.isFile()) return null;
+    const C = fs.constants;
     const fd = await new Promise<number | null>((resolve) =>
-      fs.open(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW, (e, fd) => resolve(e ? null : fd)),
+      fs.open(real, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY, (e, fd) => resolve(e ? null : fd)),
     );
     if (fd === null) return null;
     const st = await new Promise<fs.Stats | null>((resolve) => fs.fstat(fd, (e, s) => resolve(e ? null : s)));

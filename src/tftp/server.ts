@@ -11,7 +11,9 @@
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../util/log.js';
-import { RateLimiter, silentLogger } from '../util/log.js';
+import { silentLogger } from '../util/log.js';
+import { FloodLog, TokenBuckets } from '../util/flood.js';
+import { CorruptError, ParseError } from '../util/errors.js';
 import type { FileSource } from '../util/source.js';
 import {
   parsePacket, writeDataHeader, buildError, buildOack,
@@ -19,7 +21,7 @@ import {
   ERR_UNDEFINED, ERR_NOT_FOUND, ERR_ACCESS, ERR_ILLEGAL_OP, ERR_UNKNOWN_TID,
   type RequestPacket, type RequestOption,
 } from './packet.js';
-import { normalizePath, type TftpResolver } from './resolver.js';
+import { normalizePath, type ClientPriority, type TftpResolver } from './resolver.js';
 import { OctetReader, NetasciiReader, type BlockReader } from './reader.js';
 
 export interface TftpLimits {
@@ -47,6 +49,21 @@ export interface TftpLimits {
   maxBackoffMs: number;
   /** Bytes read ahead of the window (filled in batches of about half of it). Default 128 KiB. */
   readAheadBytes: number;
+  /**
+   * A transfer whose client has not acknowledged its first packet (OACK or DATA 1) this long after it
+   * started ends and frees its slot (real firmware answers in milliseconds; a client that never ACKs must
+   * not hold a slot for `idleTimeoutMs`). Default 3000 ms.
+   */
+  firstAckTimeoutMs: number;
+  /** Transfers at once from clients the resolver does not call known, per IPv4 /24. Default 64. */
+  maxPerSubnet: number;
+  /**
+   * Percent of `maxTransfers` clients the resolver does not call known may hold together (the rest is kept
+   * for configured clients). Applies only with a resolver that has `priority`. Default 50.
+   */
+  unknownSharePercent: number;
+  /** "File not found" answers per second per client address (burst: twice that); the rest are dropped. Default 20. */
+  notFoundPerSecond: number;
 }
 
 export const DEFAULT_LIMITS: TftpLimits = {
@@ -60,6 +77,10 @@ export const DEFAULT_LIMITS: TftpLimits = {
   defaultTimeoutMs: 1000,
   maxBackoffMs: 8000,
   readAheadBytes: 128 * 1024,
+  firstAckTimeoutMs: 3000,
+  maxPerSubnet: 64,
+  unknownSharePercent: 50,
+  notFoundPerSecond: 20,
 };
 
 export interface TftpServerOptions {
@@ -118,6 +139,14 @@ export interface TftpServerStats {
   notFound: number;
   failed: number;
   malformed: number;
+  /** "File not found" answers left unsent (the client's address was over `notFoundPerSecond`). */
+  notFoundDropped: number;
+  /** Requests answered "Server busy". */
+  busy: number;
+  /** Transfers that ended because their client never acknowledged the first packet. */
+  firstAckTimeouts: number;
+  /** Stalled transfers of unknown clients ended to make room for another client. */
+  preempted: number;
 }
 
 interface Negotiated {
@@ -189,14 +218,30 @@ export class TftpServer extends EventEmitter {
   private socket: dgram.Socket | null = null;
   private readonly sessions = new Map<string, Session>();
   private readonly perClient = new Map<string, number>();
+  /** Slots (lookups and transfers) of unknown clients per IPv4 /24. */
+  private readonly perSubnet = new Map<string, number>();
+  /** Lookups in progress. */
   private pending = 0;
+  /** Slots held: lookups in progress and transfers. */
+  private slotsUsed = 0;
+  /** Of which by clients the resolver does not call known. */
+  private unknownUsed = 0;
+  private readonly unknownCap: number;
+  /** A transfer that has not heard its client this long may give its slot to another client. */
+  private readonly stallGraceMs: number;
   /** Client endpoint → request being looked up (retransmitted RRQs during a slow lookup are ignored). */
   private readonly resolving = new Map<string, string>();
   private readonly resolvingToken = new Map<string, string>();
   private lookups = 0;
   private closing = false;
-  private readonly noisy = new RateLimiter(10_000);
-  readonly counters: Omit<TftpServerStats, 'active'> = { served: 0, notFound: 0, failed: 0, malformed: 0 };
+  /** Rate-limited lines for what a remote host can trigger at will (per client and per kind of event). */
+  private readonly flood: FloodLog;
+  private readonly notFoundBuckets: TokenBuckets;
+  /** Fresh sockets for "not found" answers, all clients together; beyond it they go from the request socket. */
+  private readonly oneShotBucket = new TokenBuckets(200, 100, 1);
+  readonly counters: Omit<TftpServerStats, 'active'> = {
+    served: 0, notFound: 0, failed: 0, malformed: 0, notFoundDropped: 0, busy: 0, firstAckTimeouts: 0, preempted: 0,
+  };
 
   constructor(opts: TftpServerOptions) {
     super();
@@ -207,6 +252,13 @@ export class TftpServer extends EventEmitter {
     this.replyAddress = opts.replyAddress ?? this.listenAddress;
     this.limits = { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) };
     this.describeClient = opts.describeClient ?? (() => ({}));
+    this.flood = new FloodLog(this.log, { maxLinesPerKind: 50 });
+    const nf = Math.max(1, this.limits.notFoundPerSecond);
+    this.notFoundBuckets = new TokenBuckets(nf, 2 * nf);
+    this.unknownCap = this.resolver.priority
+      ? Math.max(1, Math.floor((this.limits.maxTransfers * Math.min(100, Math.max(0, this.limits.unknownSharePercent))) / 100))
+      : this.limits.maxTransfers;
+    this.stallGraceMs = Math.min(500, this.limits.firstAckTimeoutMs);
   }
 
   private readonly describeClient: (address: string) => Record<string, string>;
@@ -250,6 +302,7 @@ export class TftpServer extends EventEmitter {
     if (sock) await new Promise<void>((r) => sock.close(() => r()));
     const ends = [...this.sessions.values()].map((s) => s.abort(SHUTDOWN));
     await Promise.all(ends);
+    this.flood.close();
   }
 
   /** Sends a datagram from the request socket (rejections of malformed requests, WRQ). */
@@ -257,11 +310,13 @@ export class TftpServer extends EventEmitter {
     this.socket?.send(buf, port, address, () => {});
   }
 
-  /** Logs a noisy event at most once per interval per client. */
+  /**
+   * Logs a noisy event (`key` is `kind:client`) at most once per interval per key and a bounded number of
+   * times per interval per kind, with counts of what was left out (see FloodLog).
+   */
   private noisyLog(level: 'warn' | 'info' | 'debug', key: string, fields: Record<string, unknown>, msg: string): void {
-    const suppressed = this.noisy.allow(key);
-    if (suppressed === null) return;
-    this.log[level](suppressed > 0 ? { ...fields, suppressed } : fields, msg);
+    const colon = key.indexOf(':');
+    this.flood.event(level, colon > 0 ? key.slice(0, colon) : key, key.slice(colon + 1), fields, msg);
   }
 
   private onRequest(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -308,21 +363,17 @@ export class TftpServer extends EventEmitter {
       // The client reused its port for a new request: the old transfer is dead.
       void existing.abort(null);
     }
-    const active = this.sessions.size + this.pending;
-    const mine = this.perClient.get(ip) ?? 0;
-    if (active >= this.limits.maxTransfers || mine >= this.limits.maxPerClient) {
-      this.noisyLog('warn', `busy:${ip}`, { ip, active, client: mine }, 'tftp transfer limit reached');
+    const path = norm.value;
+    const known = this.priorityOf(ip, path) === 'known';
+    const ticket = this.admit(ip, known);
+    if (!ticket) {
+      this.counters.busy++;
+      this.noisyLog('warn', `busy:${ip}`, { ...this.who(ip), active: this.slotsUsed, unknown: this.unknownUsed, client: this.perClient.get(ip) ?? 0, known }, 'tftp transfer limit reached');
       this.replyFromMain(buildError(ERR_UNDEFINED, 'Server busy, try again'), rinfo.port, ip);
       return;
     }
     this.pending++;
-    this.perClient.set(ip, mine + 1);
-    const path = norm.value;
-    const release = (): void => {
-      const n = (this.perClient.get(ip) ?? 1) - 1;
-      if (n <= 0) this.perClient.delete(ip);
-      else this.perClient.set(ip, n);
-    };
+    const release = (): void => this.releaseTicket(ticket);
     // A token per lookup: a newer request from the same client port supersedes this one.
     const token = `${reqKey}\0${++this.lookups}`;
     this.resolving.set(key, reqKey);
@@ -347,21 +398,133 @@ export class TftpServer extends EventEmitter {
         if (!source) {
           this.counters.notFound++;
           release();
-          this.log.info({ ...this.who(ip), port: rinfo.port, path }, 'file not found');
-          this.sendOneShot(buildError(ERR_NOT_FOUND, 'File not found'), rinfo.port, ip);
+          this.answerNotFound(ip, rinfo.port, path);
           return;
         }
-        this.startSession(p, path, source, rinfo, release);
+        this.startSession(p, path, source, rinfo, release, ticket);
       },
       (e: unknown) => {
         this.pending--;
         release();
         if (!done()) return;
         this.counters.failed++;
-        this.log.warn({ ...this.who(ip), port: rinfo.port, path, err: e instanceof Error ? e.message : String(e) }, 'tftp resolve failed');
+        const err = e instanceof Error ? e.message : String(e);
+        if (e instanceof CorruptError || e instanceof ParseError) {
+          // A corrupt boot partition (bad BPB, FAT loop, cluster out of range): say so, not "not found".
+          // Logged once per volume per interval (the message starts with the volume's name), with the client.
+          const volume = err.slice(0, Math.max(0, err.indexOf(': '))) || 'image';
+          this.noisyLog('warn', `corrupt:${volume}`, { ...this.who(ip), port: rinfo.port, path, volume, code: e.code, err }, 'boot partition is corrupt: tftp request refused');
+          this.sendOneShot(buildError(ERR_UNDEFINED, `Boot partition is corrupt (${e.code}); see the server log`), rinfo.port, ip);
+          return;
+        }
+        this.noisyLog('warn', `resolve:${ip} ${err.slice(0, 200)}`, { ...this.who(ip), port: rinfo.port, path, err }, 'tftp resolve failed');
         this.sendOneShot(buildError(ERR_NOT_FOUND, 'File not found'), rinfo.port, ip);
       },
     );
+  }
+
+  /** The resolver's priority for a request; a resolver that throws makes it 'unknown'. */
+  private priorityOf(ip: string, path: string): ClientPriority {
+    if (!this.resolver.priority) return 'unknown';
+    try {
+      return this.resolver.priority(ip, path) === 'known' ? 'known' : 'unknown';
+    } catch {
+      return 'unknown';
+    }
+  }
+
+  /**
+   * A slot for a request, or null (busy). Everyone: at most `maxPerClient` per address. Unknown clients:
+   * at most `maxPerSubnet` per /24 and the unknown share of `maxTransfers`. When the limit that stops a
+   * request is shared, a transfer that never heard from its client (stalled) may give up its slot: to a
+   * known client, any unknown one; to an unknown client, one whose address (or /24) holds at least two
+   * slots more than the asker's would (fair share: a flood cannot keep a newcomer out).
+   */
+  private admit(ip: string, known: boolean): Ticket | null {
+    const L = this.limits;
+    const mine = this.perClient.get(ip) ?? 0;
+    if (mine >= L.maxPerClient) return null;
+    const subnet = subnetOf(ip);
+    if (known) {
+      if (this.slotsUsed >= L.maxTransfers && !this.preempt(null, () => true)) return null;
+    } else {
+      const sub = this.perSubnet.get(subnet) ?? 0;
+      const subnetFull = sub >= L.maxPerSubnet;
+      if (subnetFull || this.slotsUsed >= L.maxTransfers || this.unknownUsed >= this.unknownCap) {
+        const fair = (t: Ticket): boolean =>
+          (this.perClient.get(t.ip) ?? 0) > mine + 1 || (!subnetFull && (this.perSubnet.get(t.subnet) ?? 0) > sub + 1);
+        if (!this.preempt(subnetFull ? subnet : null, fair)) return null;
+      }
+    }
+    // (A known client over maxTransfers after preempting cannot happen: one preemption frees one slot.)
+    const ticket: Ticket = { ip, subnet, known, released: false };
+    this.slotsUsed++;
+    this.perClient.set(ip, mine + 1);
+    if (!known) {
+      this.unknownUsed++;
+      this.perSubnet.set(subnet, (this.perSubnet.get(subnet) ?? 0) + 1);
+    }
+    return ticket;
+  }
+
+  /** Gives back a slot (once; later calls do nothing). */
+  private releaseTicket(t: Ticket): void {
+    if (t.released) return;
+    t.released = true;
+    this.slotsUsed--;
+    const n = (this.perClient.get(t.ip) ?? 1) - 1;
+    if (n <= 0) this.perClient.delete(t.ip);
+    else this.perClient.set(t.ip, n);
+    if (!t.known) {
+      this.unknownUsed--;
+      const m = (this.perSubnet.get(t.subnet) ?? 1) - 1;
+      if (m <= 0) this.perSubnet.delete(t.subnet);
+      else this.perSubnet.set(t.subnet, m);
+    }
+  }
+
+  /**
+   * Ends one stalled transfer of an unknown client (in `subnet` when given, and `eligible`), preferring the
+   * address holding the most slots, then the oldest; its slot is free when this returns true.
+   */
+  private preempt(subnet: string | null, eligible: (t: Ticket) => boolean): boolean {
+    const now = Date.now();
+    let victim: Session | null = null;
+    let victimHeld = -1;
+    for (const s of this.sessions.values()) {
+      const t = s.ticket;
+      if (!t || t.released || t.known || (subnet !== null && t.subnet !== subnet)) continue;
+      if (!s.stalled(now, this.stallGraceMs) || !eligible(t)) continue;
+      const held = this.perClient.get(t.ip) ?? 0;
+      if (held > victimHeld || (held === victimHeld && victim !== null && s.startedAt < victim.startedAt)) {
+        victim = s;
+        victimHeld = held;
+      }
+    }
+    if (!victim) return false;
+    const t = victim.ticket!;
+    this.counters.preempted++;
+    this.noisyLog('info', `preempt:${t.ip}`, { ...this.who(t.ip), path: victim.path }, 'stalled tftp transfer ended to make room');
+    this.releaseTicket(t);
+    void victim.abort('Server busy, try again');
+    return true;
+  }
+
+  /**
+   * "File not found": at most `notFoundPerSecond` answers per second per address (burst twice that); the
+   * rest are dropped silently (a real client asks again; a flood costs no socket and no log line). An answer
+   * normally comes from a fresh socket as a transfer's would (its own TID, RFC 1350); when more than 200 a
+   * second are owed, from the request socket (port 69) instead, which every client tested accepts for an
+   * ERROR but is not the RFC's letter. Log lines are rate-limited with counts.
+   */
+  private answerNotFound(ip: string, port: number, path: string): void {
+    const answered = this.notFoundBuckets.take(ip);
+    if (!answered) this.counters.notFoundDropped++;
+    this.flood.event('info', 'not-found', `${ip}\0${path}`, { ...this.who(ip), port, path, ...(answered ? {} : { answered: false }) }, 'file not found');
+    if (!answered) return;
+    const buf = buildError(ERR_NOT_FOUND, 'File not found');
+    if (this.oneShotBucket.take('')) this.sendOneShot(buf, port, ip);
+    else this.replyFromMain(buf, port, ip);
   }
 
   /** An answer from a fresh socket (its own TID), as a transfer would send it; used for "not found". */
@@ -385,7 +548,7 @@ export class TftpServer extends EventEmitter {
     });
   }
 
-  private startSession(req: RequestPacket, path: string, source: FileSource, rinfo: dgram.RemoteInfo, release: () => void): void {
+  private startSession(req: RequestPacket, path: string, source: FileSource, rinfo: dgram.RemoteInfo, release: () => void, ticket: Ticket): void {
     const key = `${rinfo.address}:${rinfo.port}`;
     const nego = negotiate(req.options, req.mode, source.size, this.limits);
     const session = new Session(this, req, path, source, rinfo.address, rinfo.port, nego, (stats) => {
@@ -393,6 +556,7 @@ export class TftpServer extends EventEmitter {
       release();
       this.finished(stats);
     });
+    session.ticket = ticket;
     this.sessions.set(key, session);
     session.start(this.replyAddress);
   }
@@ -404,19 +568,20 @@ export class TftpServer extends EventEmitter {
         this.counters.served++;
         this.log.info(fields, 'file sent');
         break;
+      // What a remote host can cause at will (abort, never answer) is rate-limited per client and per kind.
       case 'client-error':
-        this.log.debug({ ...fields, detail: s.detail }, 'transfer ended by client');
+        this.flood.event('debug', 'client-error', s.address, { ...fields, detail: s.detail }, 'transfer ended by client');
         break;
       case 'aborted':
-        this.log.debug({ ...fields, detail: s.detail }, 'transfer aborted');
+        this.flood.event('debug', 'aborted', s.address, { ...fields, detail: s.detail }, 'transfer aborted');
         break;
       case 'timeout':
         this.counters.failed++;
-        this.log.info({ ...fields, detail: s.detail }, 'transfer timed out');
+        this.flood.event('info', 'timeout', s.address, { ...fields, detail: s.detail }, 'transfer timed out');
         break;
       case 'error':
         this.counters.failed++;
-        this.log.warn({ ...fields, detail: s.detail }, 'transfer failed');
+        this.flood.event('warn', 'error', s.path, { ...fields, detail: s.detail }, 'transfer failed');
         break;
     }
     this.emit('transfer', s);
@@ -426,6 +591,20 @@ export class TftpServer extends EventEmitter {
   noteStray(key: string, fields: Record<string, unknown>, msg: string): void {
     this.noisyLog('debug', key, fields, msg);
   }
+}
+
+/** One transfer slot, held from the lookup to the end of the transfer. */
+interface Ticket {
+  ip: string;
+  /** IPv4 /24 (`a.b.c`), or the whole address for anything else. */
+  subnet: string;
+  known: boolean;
+  released: boolean;
+}
+
+function subnetOf(ip: string): string {
+  const i = ip.lastIndexOf('.');
+  return i > 0 && ip.indexOf(':') < 0 ? ip.slice(0, i) : ip;
 }
 
 interface Slot {
@@ -468,6 +647,10 @@ class Session {
   private retransmits = 0;
   private lastHeard = Date.now();
   private readonly started = Date.now();
+  /** The client has acknowledged something (the OACK or a DATA block). */
+  private acked = false;
+  /** The server's slot this transfer holds (set by the server). */
+  ticket: Ticket | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly timeoutMs: number;
   private readonly backoff: boolean;
@@ -480,7 +663,7 @@ class Session {
   constructor(
     private readonly server: TftpServer,
     private readonly req: RequestPacket,
-    private readonly path: string,
+    readonly path: string,
     private readonly source: FileSource,
     private readonly address: string,
     private readonly port: number,
@@ -519,6 +702,15 @@ class Session {
     return this.state !== State.Done && Session.requestKey(req) === this.optionKey;
   }
 
+  get startedAt(): number {
+    return this.started;
+  }
+
+  /** Running, older than `graceMs`, and nothing acknowledged yet by its client. */
+  stalled(now: number, graceMs: number): boolean {
+    return this.state !== State.Done && !this.acked && now - this.started >= graceMs;
+  }
+
   /**
    * Two sockets share the transfer's port (SO_REUSEADDR): `conn`, connected to the client, carries the
    * transfer (a connected UDP socket sends without a per-packet address lookup in node and with a cached
@@ -533,7 +725,7 @@ class Session {
     this.sock = sock;
     sock.on('error', (e) => this.fail('error', `socket: ${e.message}`));
     sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    this.timer = setTimeout(this.onTimeoutBound, this.timeoutMs);
+    this.timer = setTimeout(this.onTimeoutBound, Math.min(this.timeoutMs, this.server.limits.firstAckTimeoutMs));
     this.fillRing();
     sock.bind({ address: localAddress, port: 0 }, () => {
       if (this.state === State.Done) return;
@@ -617,6 +809,7 @@ class Session {
     if (this.state === State.Oack) {
       if (block !== 0) return;
       this.state = State.Data;
+      this.acked = true;
       this.tries = 0;
       if (this.rto !== this.timeoutMs) this.rearm(this.timeoutMs);
       this.pump();
@@ -628,6 +821,7 @@ class Session {
     const acked = this.base - 1 + d;
     if (acked >= this.next) return; // not sent yet (stale from a previous rollover lap, or garbage)
     this.base = acked + 1;
+    this.acked = true;
     this.tries = 0;
     if (this.rto !== this.timeoutMs) this.rearm(this.timeoutMs);
     if (this.lastIndex >= 0 && acked >= this.lastIndex) {
@@ -706,16 +900,26 @@ class Session {
   private onTimeout(): void {
     if (this.state === State.Done) return;
     const now = Date.now();
-    if (now - this.lastHeard >= this.server.limits.idleTimeoutMs) {
+    const limits = this.server.limits;
+    if (now - this.lastHeard >= limits.idleTimeoutMs) {
       this.finish('timeout', 'idle');
       return;
     }
-    if (++this.tries > this.server.limits.retries) {
-      this.finish('timeout', `no answer after ${this.server.limits.retries} retransmissions`);
+    // Nothing acknowledged yet: the slot is freed soon (a client that never ACKs must not hold it for the
+    // idle timeout); retransmissions until then stop at that deadline.
+    const firstAckLeft = this.acked ? Infinity : this.started + limits.firstAckTimeoutMs - now;
+    if (firstAckLeft <= 0) {
+      this.server.counters.firstAckTimeouts++;
+      this.finish('timeout', 'first packet never acknowledged');
+      return;
+    }
+    if (++this.tries > limits.retries) {
+      this.finish('timeout', `no answer after ${limits.retries} retransmissions`);
       return;
     }
     this.retransmits++;
-    const wait = this.backoff ? Math.min(this.rto * 2, Math.max(this.timeoutMs, this.server.limits.maxBackoffMs)) : this.rto;
+    let wait = this.backoff ? Math.min(this.rto * 2, Math.max(this.timeoutMs, limits.maxBackoffMs)) : this.rto;
+    if (wait > firstAckLeft) wait = Math.max(1, firstAckLeft);
     if (this.state === State.Oack) {
       this.sendRaw(this.oackBuf!);
     } else {

@@ -31,7 +31,7 @@ test('add-pi on an existing serial (any spelling) updates it in place', () => {
   assert.equal(r.summary, 'updated Pi 89025d75 → image debian');
   const loaded = parseConfig(r.text, 'c.yaml');
   assert.ok(loaded.ok);
-  assert.deepEqual(loaded.config.pis, { '89025d75': { image: 'debian', partition: 1 } });
+  assert.deepEqual({ ...loaded.config.pis }, { '89025d75': { image: 'debian', partition: 1 } });
 });
 
 test('add-host creates the hosts section and normalizes the MAC', () => {

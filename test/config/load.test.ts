@@ -118,7 +118,7 @@ test('export names must be unique and TLS exports need a certificate', () => {
 test('an empty file is a valid config that serves nobody', () => {
   const r = parseConfig('', 'empty.yaml');
   assert.ok(r.ok);
-  assert.deepEqual(r.config.images, {});
+  assert.deepEqual({ ...r.config.images }, {});
   assert.equal(r.config.nbd.port, 10809);
 });
 

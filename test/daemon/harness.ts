@@ -19,6 +19,8 @@ export interface RunningDaemon {
   daemon: Daemon;
   configPath: string;
   lines: LogLine[];
+  /** The same lines as written (JSON text), for checks JSON.parse cannot make (duplicate keys). */
+  raw: string[];
   tftpPort: number;
   nbdPort: number;
   /** Fetches a file by TFTP with curl (a real client); null when the server says not found. */
@@ -40,9 +42,14 @@ export async function startDaemon(t: { after(fn: () => unknown): void }, dir: st
   const configPath = join(dir, 'netbootd.yaml');
   writeFileSync(configPath, configText);
   const lines: LogLine[] = [];
+  const raw: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
+      for (const l of chunk.toString().split('\n')) {
+        if (!l) continue;
+        raw.push(l);
+        lines.push(JSON.parse(l) as LogLine);
+      }
       cb();
     },
   });
@@ -56,7 +63,7 @@ export async function startDaemon(t: { after(fn: () => unknown): void }, dir: st
     if (/not found|error 1\b|code 1\b/i.test(r.stderr) || r.code === 68) return null;
     throw new Error(`curl tftp ${path}: exit ${r.code}: ${r.stderr}`);
   };
-  return { daemon, configPath, lines, tftpPort, nbdPort: daemon.bound.nbd!, fetch };
+  return { daemon, configPath, lines, raw, tftpPort, nbdPort: daemon.bound.nbd!, fetch };
 }
 
 /** Byte ranges (64 KiB granules) where two buffers differ, merged into runs. */

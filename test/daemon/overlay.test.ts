@@ -50,7 +50,7 @@ pis:
   // Reset while connected is refused; after, the overlay is gone and Pi 1 sees the base again.
   const statusPort = d.daemon.bound.status!;
   const post = (body: unknown) =>
-    fetch(`http://127.0.0.1:${statusPort}/reset-overlay`, { method: 'POST', body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
+    fetch(`http://127.0.0.1:${statusPort}/reset-overlay`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
   const c = await RawNbd.connect(d.nbdPort, { localAddress: '127.0.0.1' });
   await c.handshake();
   await c.go('pios');

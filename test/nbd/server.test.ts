@@ -341,7 +341,8 @@ test('one writer per read-write export (other addresses refused with a message) 
   await b.handshake();
   const info = await b.option(P.OPT_INFO, RawNbd.infoData('one'));
   assert.equal(info[0]!.type, P.REP_ERR_POLICY);
-  assert.match(info[0]!.data.toString(), /in use by another client \(127\.0\.0\.1\)/);
+  assert.match(info[0]!.data.toString(), /in use by another client/);
+  assert.ok(!info[0]!.data.toString().includes('127.0.0.1'), 'the refusal does not name the holder');
   await assert.rejects(b.go('one'), (e: { type?: number }) => e.type === P.REP_ERR_POLICY);
   await b.go('many');
   a.destroy();

@@ -96,7 +96,7 @@ describe('sizes, names and the config', () => {
     assert.match(upd.text, /# overlays/);
     const loaded = parseConfig(upd.text, 'c.yaml');
     assert.ok(loaded.ok);
-    assert.deepEqual(loaded.config.images.b, { path: '/srv/b2.img', mode: 'cow', bootPartition: 1, shared: false, tls: false, export: 'b' });
+    assert.deepEqual(loaded.config.images.b, { path: '/srv/b2.img', mode: 'cow', bootPartition: 1, shared: false, tls: false, clientCert: false, export: 'b' });
     const withPi = addPi(addImage('', 'c.yaml', 'x', { path: '/x.img' }).text, 'c.yaml', '3a4b5c6d', 'x');
     assert.ok(parseConfig(withPi.text, 'c.yaml').ok);
   });

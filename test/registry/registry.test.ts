@@ -111,7 +111,7 @@ images:
   const first = await reg.open('root-a', { address: '198.18.0.5', tls: false });
   assert.ok(!('refused' in first) && !first.readOnly);
   const second = await reg.open('root-a', { address: '198.18.0.6', tls: false });
-  assert.ok('refused' in second && second.reason === 'policy' && /in use by another client \(198\.18\.0\.5\)/.test(second.message));
+  assert.ok('refused' in second && second.reason === 'policy' && /in use by another client/.test(second.message) && !second.message.includes('198.18.0.5'), 'the refusal does not say who holds it');
   // A reload (a new snapshot over the same pool) keeps the writer lock.
   const reg2 = new Registry(cfg, pool, new ClientTable());
   const third = await reg2.open('root-a', { address: '198.18.0.6', tls: false });
