@@ -426,6 +426,27 @@ export function parseGptEntries(buf: Buffer, header: Pick<GptHeader, 'entryCount
 // Reading a device
 
 /** Reads and checks the partition table of `dev`. Rejects only with NetbootError subclasses. */
+/** Compressed-file magic numbers a downloaded image comes in (`.img.xz`, `.img.gz`, …), with the command that unpacks it. */
+const COMPRESSED: Array<{ magic: Buffer; name: string; tool: string }> = [
+  { magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), name: 'xz', tool: 'unxz FILE' },
+  { magic: Buffer.from([0x1f, 0x8b]), name: 'gzip', tool: 'gunzip FILE' },
+  { magic: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), name: 'zstd', tool: 'unzstd FILE' },
+  { magic: Buffer.from('BZh', 'latin1'), name: 'bzip2', tool: 'bunzip2 FILE' },
+  { magic: Buffer.from([0x50, 0x4b, 0x03, 0x04]), name: 'zip', tool: 'unzip FILE' },
+];
+
+/** The compression a file's first bytes announce, if any (pure). */
+export function compressedFormat(head: Buffer): { name: string; tool: string } | null {
+  for (const c of COMPRESSED) {
+    if (head.length >= c.magic.length && head.subarray(0, c.magic.length).equals(c.magic)) {
+      // `BZh` must be followed by a block size digit; anything else is a coincidence.
+      if (c.name === 'bzip2' && !(head[3]! >= 0x31 && head[3]! <= 0x39)) continue;
+      return { name: c.name, tool: c.tool };
+    }
+  }
+  return null;
+}
+
 export async function readPartitionTable(dev: BlockDevice, opts: ReadPartitionTableOptions = {}): Promise<PartitionTable> {
   const warnings: string[] = [];
   const defaultSs: 512 | 4096 = opts.sectorSize ?? 512;
@@ -433,6 +454,11 @@ export async function readPartitionTable(dev: BlockDevice, opts: ReadPartitionTa
     throw new ParseError('SECTOR_SIZE', `sector size ${String(opts.sectorSize)} is not 512 or 4096`);
   }
   const none = (): PartitionTable => ({ scheme: 'none', sectorSize: defaultSs, partitions: [], warnings });
+  const packed = dev.size >= 4 ? compressedFormat(await readAt(dev, 0, Math.min(dev.size, 8))) : null;
+  if (packed) {
+    const file = dev.name.split('/').pop() ?? dev.name;
+    throw new ParseError('COMPRESSED', `${packed.name}-compressed, not a disk image: decompress it first (${packed.tool.replace('FILE', file)})`);
+  }
   if (dev.size < 512) return none();
   const sector0 = await readAt(dev, 0, 512);
   const mbr = parseMbr(sector0);

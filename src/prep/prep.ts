@@ -14,7 +14,10 @@
  */
 import fs from 'node:fs';
 import { readFile, stat, truncate, writeFile, rename, readdir } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { isIPv6 } from 'node:net';
+import { parseDocument } from 'yaml';
+import { loadConfig } from '../config/load.js';
 import { FileBlockDevice, flushDevice, type BlockDevice } from '../disk/blockdev.js';
 import { openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
 import { FatVolume } from '../fat/volume.js';
@@ -22,7 +25,8 @@ import { FatWriter } from '../fat/writer.js';
 import { addImage, addPi } from '../config/edit.js';
 import { NetbootError, NotFoundError } from '../util/errors.js';
 import type { FileSource } from '../util/source.js';
-import { existingNbdroot, rewriteCmdline } from './cmdline.js';
+import { existingNbdroot, rewriteBootConfig } from './cmdline.js';
+import { KERNEL_CONFIGS } from '../registry/cmdline.js';
 import { planGrow } from './grow.js';
 import { addPackages, mergeUserData } from './userdata.js';
 
@@ -65,6 +69,26 @@ export interface PrepResult {
 }
 
 const MiB = 1024 * 1024;
+
+/** `host:port`, `[v6]:port`: a port is given (a bare IPv6 address has colons but no port). */
+function hasPort(server: string): boolean {
+  return /^\[.*\]:\d+$/.test(server) || (!isIPv6(server) && /:\d+$/.test(server));
+}
+
+/**
+ * How the config names the image file: as it already does when that is the same file (a relative path
+ * stays relative); else relative to the config's folder when the user gave a relative path (the config
+ * resolves paths from its own folder), else absolute.
+ */
+function configImagePath(configText: string, configFile: string, name: string, image: string): string {
+  const base = dirname(resolve(configFile));
+  const abs = resolve(image);
+  const raw = parseDocument(configText, { schema: 'failsafe' }).getIn(['images', name, 'path']);
+  if (typeof raw === 'string' && resolve(base, raw) === abs) return raw;
+  if (isAbsolute(image)) return abs;
+  const rel = relative(base, abs);
+  return rel === '' ? abs : rel;
+}
 
 /** The image's name in the config / NBD export by default: the file name without extension, tamed. */
 export function defaultExportName(image: string): string {
@@ -275,24 +299,43 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
   try {
     vol = await FatVolume.open(openPartition(planDev, table, boot), { name: fatName });
     // cmdline.txt
-    const cmdPath = `/${(o.cmdline ?? 'cmdline.txt').replace(/^\/+/, '')}`;
-    const cmdOld = await readFat(vol, cmdPath);
-    const prior = cmdOld ? existingNbdroot(cmdOld.toString('utf8')) : undefined;
+    // The file holding the kernel command line: the one named, else the first boot loader config present.
+    let cmdPath = `/${(o.cmdline ?? 'cmdline.txt').replace(/^\/+/, '')}`;
+    let cmdOld = await readFat(vol, cmdPath);
+    for (const candidate of o.cmdline === undefined && cmdOld === undefined ? KERNEL_CONFIGS.map((c) => `/${c}`) : []) {
+      cmdOld = await readFat(vol, candidate);
+      if (cmdOld !== undefined) {
+        cmdPath = candidate;
+        break;
+      }
+    }
+    if (cmdOld === undefined) cmdPath = `/${(o.cmdline ?? 'cmdline.txt').replace(/^\/+/, '')}`;
+    const prior = cmdOld ? existingNbdroot(cmdOld.toString('utf8'), cmdPath) : undefined;
     exportName = o.exportName ?? prior?.exportName ?? defaultExportName(img);
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(exportName)) {
       throw new PrepError('EINVAL', `--export ${exportName}: use letters, digits, '.', '_' or '-' (at most 64)`);
     }
     if (cmdOld === undefined) {
       if (o.cmdline !== undefined) throw new PrepError('ENOENT', `${fatName}:${cmdPath}: no such file`);
-      notes.push(`${fatName}:${cmdPath}: not present (not a Raspberry Pi image?): no command line rewritten`);
+      notes.push(`${fatName}: no cmdline.txt, pxelinux.cfg/default, syslinux/extlinux or GRUB config: no command line rewritten (name the file with --cmdline)`);
     } else {
-      const server = o.server ?? prior?.server;
+      // The server: --server, else the config's server.address, else what the command line already names;
+      // the port: the one given, else the config's nbd.port (the daemon's, which the client must dial).
+      const cfg = o.config !== undefined ? await loadConfig(o.config).then((l) => (l.ok ? l.config : undefined), () => undefined) : undefined;
+      let server = o.server ?? cfg?.server.address ?? prior?.server;
       if (server === undefined || server === '') throw new PrepError('EINVAL', `--server HOST is needed to write nbdroot= into ${cmdPath}`);
+      if (cfg && cfg.nbd.port !== 10809 && !hasPort(server)) server = `${isIPv6(server) ? `[${server}]` : server}:${cfg.nbd.port}`;
       const text = cmdOld.toString('utf8');
-      const next = rewriteCmdline(text, { server, exportName, rootPartition: root });
+      const rewritten = rewriteBootConfig(cmdPath, text, { server, exportName, rootPartition: root });
+      if ('error' in rewritten) throw new PrepError('EINVAL', `${fatName}:${rewritten.error.replace(/^\/+/, '/')}`);
+      const next = rewritten.text;
       if (next !== text) {
         const data = Buffer.from(next, 'utf8');
-        edits.push({ line: `${fatName}:${cmdPath}: ${text.trim()}  →  ${next.trim()}`, apply: (w) => w.writeFile(cmdPath, data) });
+        const was = text.split('\n');
+        const now = next.split('\n');
+        const multi = was.filter((l) => l.trim() !== '').length > 1;
+        const changed = now.map((l, i) => (l !== was[i] ? `${multi ? `line ${i + 1}: ` : ''}${(was[i] ?? '').trim()}  →  ${l.trim()}` : null)).filter((l) => l !== null);
+        edits.push({ line: `${fatName}:${cmdPath}: ${changed.join(`\n${fatName}:${cmdPath}:`)}`, apply: (w) => w.writeFile(cmdPath, data) });
       }
     }
     // --remove
@@ -378,8 +421,10 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
       if (e.code === 'ENOENT') return '';
       throw new PrepError('EIO', `${o.config}: ${e.message}`);
     });
-    const abs = resolve(img);
-    const ri = addImage(configText, o.config, exportName, { path: abs, ...(o.bootPartition !== undefined ? { bootPartition: boot } : {}) });
+    const ri = addImage(configText, o.config, exportName, {
+      path: configImagePath(configText, o.config, exportName, o.image),
+      ...(o.bootPartition !== undefined ? { bootPartition: boot } : {}),
+    });
     let text = ri.text;
     if (ri.text !== configText) changes.push(`${o.config}: ${ri.summary}`);
     if (o.serial !== undefined) {

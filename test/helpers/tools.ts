@@ -125,5 +125,7 @@ export function tempDir(t: { after(fn: () => void): void }, prefix = 'netbootd-t
 
 /** The CLI as a command line runnable from tests (TypeScript source through tsx). */
 export function cliCommand(): { cmd: string; args: string[] } {
-  return { cmd: process.execPath, args: ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts')] };
+  // tsx by absolute URL: the command may run in another folder (a user's config folder), where a bare
+  // `tsx` would not resolve.
+  return { cmd: process.execPath, args: ['--import', import.meta.resolve('tsx'), join(REPO_ROOT, 'src/cli/main.ts')] };
 }
