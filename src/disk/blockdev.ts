@@ -103,6 +103,73 @@ export class WrittenEmitter {
 }
 
 /**
+ * What a file-backed device (an image file, a copy-on-write overlay) keeps about its own life: whether its
+ * files changed under the daemon (stale: every later operation fails with that error; listeners are told
+ * once), and which operations have a system call in flight, so its fds are closed only when none has (a
+ * reused fd number must never get a late write).
+ */
+export class DeviceLife {
+  private error: IoError | null = null;
+  private what: ImageChange | null = null;
+  private listeners: StaleListener[] = [];
+  private busy = 0;
+  private idle: Array<() => void> = [];
+
+  constructor(private readonly name: string, private readonly advice: string) {}
+
+  /** The error every operation fails with since the files changed, or null. */
+  get stale(): IoError | null {
+    return this.error;
+  }
+
+  get change(): ImageChange | null {
+    return this.what;
+  }
+
+  /** Called once when the device becomes stale. Returns the unsubscribe function. */
+  onStale(listener: StaleListener): () => void {
+    this.listeners = [...this.listeners, listener];
+    return () => {
+      this.listeners = this.listeners.filter((l) => l !== listener);
+    };
+  }
+
+  markStale(change: ImageChange, detail: string): IoError {
+    if (!this.error) {
+      this.what = change;
+      this.error = new IoError('EIO', `${this.name}: ${detail}; ${this.advice}`);
+      for (const l of this.listeners) l(change, detail);
+    }
+    return this.error;
+  }
+
+  /** An operation with a system call starts. */
+  begin(): void {
+    this.busy++;
+  }
+
+  /** It has ended. */
+  end(): void {
+    if (--this.busy === 0 && this.idle.length > 0) for (const f of this.idle.splice(0)) f();
+  }
+
+  /** An operation starts; the callback returned ends it, then calls `cb`. */
+  enter(cb: IoCallback): IoCallback {
+    this.busy++;
+    return (e) => {
+      this.end();
+      cb(e);
+    };
+  }
+
+  /** Runs `fn` once no operation is in flight. */
+  whenIdle(fn: () => void): void {
+    if (this.busy === 0) fn();
+    else this.idle.push(fn);
+  }
+}
+
+/**
  * A block device over an image file. Sparse files are fine: holes read as zeros.
  *
  * The file is remembered by identity (device and inode) at open. An image file that is deleted, replaced
@@ -117,12 +184,7 @@ export class FileBlockDevice implements BlockDevice {
   private readonly emitter = new WrittenEmitter();
   private closed = false;
   private closing: Promise<void> | null = null;
-  private staleError: IoError | null = null;
-  private staleChange: ImageChange | null = null;
-  private staleListeners: StaleListener[] = [];
-  /** Operations with a system call in flight: the fd is closed only when none is (a reused fd number must never get a late write). */
-  private busy = 0;
-  private idle: Array<() => void> = [];
+  private readonly life: DeviceLife;
   private checking: CheckCallback[] | null = null;
 
   private constructor(
@@ -131,7 +193,9 @@ export class FileBlockDevice implements BlockDevice {
     readonly readOnly: boolean,
     readonly name: string,
     private readonly ident: { dev: number; ino: number; regular: boolean },
-  ) {}
+  ) {
+    this.life = new DeviceLife(name, 'this connection can no longer use it (reconnect to use the current file)');
+  }
 
   static open(path: string, opts: { readOnly?: boolean } = {}): Promise<FileBlockDevice> {
     const readOnly = opts.readOnly ?? false;
@@ -155,35 +219,21 @@ export class FileBlockDevice implements BlockDevice {
 
   /** The error every operation fails with since the image file changed, or null. */
   get stale(): IoError | null {
-    return this.staleError;
+    return this.life.stale;
   }
 
   /** What happened to the image file (once stale). */
   get change(): ImageChange | null {
-    return this.staleChange;
+    return this.life.change;
   }
 
   /** Called once when the device becomes stale. Returns the unsubscribe function. */
   onStale(listener: StaleListener): () => void {
-    this.staleListeners = [...this.staleListeners, listener];
-    return () => {
-      this.staleListeners = this.staleListeners.filter((l) => l !== listener);
-    };
+    return this.life.onStale(listener);
   }
 
   private unusable(): IoError | null {
-    return this.staleError ?? (this.closed ? new IoError('EBADF', `${this.name}: closed`) : null);
-  }
-
-  private done(): void {
-    if (--this.busy === 0 && this.idle.length > 0) for (const f of this.idle.splice(0)) f();
-  }
-
-  private markStale(change: ImageChange, detail: string): void {
-    if (this.staleError) return;
-    this.staleChange = change;
-    this.staleError = new IoError('EIO', `${this.name}: ${detail}; this connection can no longer use it (reconnect to use the current file)`);
-    for (const l of this.staleListeners) l(change, detail);
+    return this.life.stale ?? (this.closed ? new IoError('EBADF', `${this.name}: closed`) : null);
   }
 
   /** Compares the open file with what its name now holds; marks the device stale on a change. */
@@ -204,8 +254,8 @@ export class FileBlockDevice implements BlockDevice {
           change = 'truncated';
           detail = `the image shrank while in use (${st.size} bytes, ${this.size} when opened)`;
         }
-        if (change) this.markStale(change, detail);
-        cb(null, this.staleChange);
+        if (change) this.life.markStale(change, detail);
+        cb(null, this.life.change);
       });
     });
   }
@@ -215,7 +265,7 @@ export class FileBlockDevice implements BlockDevice {
    * Reports (and marks the device stale on) a deletion, a replacement or a truncation.
    */
   check(cb: CheckCallback): void {
-    if (this.staleError) return process.nextTick(cb, null, this.staleChange);
+    if (this.life.stale) return process.nextTick(cb, null, this.life.change);
     if (this.closed) return process.nextTick(cb, null, null);
     if (this.checking) {
       this.checking.push(cb);
@@ -223,10 +273,10 @@ export class FileBlockDevice implements BlockDevice {
     }
     const waiters = [cb];
     this.checking = waiters;
-    this.busy++;
+    this.life.begin();
     this.verify((err, change) => {
       this.checking = null;
-      this.done();
+      this.life.end();
       for (const w of waiters) w(err, change);
     });
   }
@@ -239,17 +289,12 @@ export class FileBlockDevice implements BlockDevice {
   read(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
     const bad = this.unusable() ?? checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
-    this.busy++;
-    this.readLoop(buf, offset, length, position, (e) => {
-      this.done();
-      cb(e);
-    });
+    this.readLoop(buf, offset, length, position, this.life.enter(cb));
   }
 
   /** A read found the end of the file before the device's end: the image shrank under us. */
   private shrank(position: number): IoError {
-    this.markStale('truncated', `the image shrank while in use (it ends before byte ${position}; it had ${this.size} bytes when opened)`);
-    return this.staleError!;
+    return this.life.markStale('truncated', `the image shrank while in use (it ends before byte ${position}; it had ${this.size} bytes when opened)`);
   }
 
   private readLoop(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
@@ -271,11 +316,7 @@ export class FileBlockDevice implements BlockDevice {
     }
     const bad = checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
-    this.busy++;
-    this.writeLoop(buf, offset, length, position, position, length, (e) => {
-      this.done();
-      cb(e);
-    });
+    this.writeLoop(buf, offset, length, position, position, length, this.life.enter(cb));
   }
 
   private writeLoop(
@@ -300,11 +341,7 @@ export class FileBlockDevice implements BlockDevice {
     const length = totalLength(bufs);
     const bad = this.unusable() ?? checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
-    this.busy++;
-    this.readvLoop(bufs, length, position, (e) => {
-      this.done();
-      cb(e);
-    });
+    this.readvLoop(bufs, length, position, this.life.enter(cb));
   }
 
   private readvLoop(bufs: Buffer[], length: number, position: number, cb: IoCallback): void {
@@ -327,11 +364,7 @@ export class FileBlockDevice implements BlockDevice {
     }
     const bad = checkRange(this, length, position);
     if (bad) return process.nextTick(cb, bad);
-    this.busy++;
-    this.writevLoop(bufs, length, position, position, length, (e) => {
-      this.done();
-      cb(e);
-    });
+    this.writevLoop(bufs, length, position, position, length, this.life.enter(cb));
   }
 
   private writevLoop(bufs: Buffer[], length: number, position: number, start: number, total: number, cb: IoCallback): void {
@@ -356,17 +389,11 @@ export class FileBlockDevice implements BlockDevice {
     const bad = this.unusable();
     if (bad) return process.nextTick(cb, bad);
     if (this.readOnly) return process.nextTick(cb, null);
-    this.busy++;
+    const done = this.life.enter(cb);
     fs.fdatasync(this.fd, (err) => {
-      if (err) {
-        this.done();
-        return cb(err);
-      }
+      if (err) return done(err);
       // A fresh check (not one started before this flush's writes): the name must hold this file now.
-      this.verify((err2, change) => {
-        this.done();
-        cb(err2 ?? (change ? this.staleError : null));
-      });
+      this.verify((err2, change) => done(err2 ?? (change ? this.life.stale : null)));
     });
   }
 
@@ -379,9 +406,7 @@ export class FileBlockDevice implements BlockDevice {
     if (this.closing) return this.closing;
     this.closed = true;
     this.closing = new Promise((resolve, reject) => {
-      const go = (): void => fs.close(this.fd, (err) => (err ? reject(err) : resolve()));
-      if (this.busy === 0) go();
-      else this.idle.push(go);
+      this.life.whenIdle(() => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
     });
     return this.closing;
   }

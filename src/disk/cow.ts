@@ -26,8 +26,8 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
-  type AllocationCallback, type AllocationExtent, type BlockDevice, type CheckCallback, type ImageChange, type IoCallback,
-  type StaleListener, type WrittenListener, WrittenEmitter, checkRange,
+  type AllocationCallback, type AllocationExtent, type BlockDevice, type CheckCallback, type IoCallback,
+  type StaleListener, type WrittenListener, DeviceLife, WrittenEmitter, checkRange,
 } from './blockdev.js';
 import { CorruptError, IoError } from '../util/errors.js';
 
@@ -86,12 +86,8 @@ export class CowBlockDevice implements BlockDevice {
   private queueBusy = false;
   private closed = false;
   private closing: Promise<void> | null = null;
-  private staleError: IoError | null = null;
-  private staleChange: ImageChange | null = null;
-  private staleListeners: StaleListener[] = [];
-  /** Operations in flight (queued writes included): the fds are closed only when none is. */
-  private busy = 0;
-  private idle: Array<() => void> = [];
+  /** Stale state of the overlay's own files; operations in flight (queued writes included). */
+  private readonly life: DeviceLife;
   private readonly scanLimit: number;
 
   private constructor(
@@ -105,6 +101,7 @@ export class CowBlockDevice implements BlockDevice {
   ) {
     this.size = base.size;
     this.scanLimit = scanLimit;
+    this.life = new DeviceLife(name, 'this connection can no longer use it');
   }
 
   /** Opens (creating if needed) the overlay of `client` for `exportName` over `base`. */
@@ -173,45 +170,31 @@ export class CowBlockDevice implements BlockDevice {
 
   /** The error every operation fails with since this overlay or its base changed, or null. */
   get stale(): Error | null {
-    return this.staleError ?? this.base.stale ?? null;
+    return this.life.stale ?? this.base.stale ?? null;
   }
 
   /** Called once when the overlay's own files are found deleted or truncated. Returns the unsubscribe function. */
   onStale(listener: StaleListener): () => void {
-    this.staleListeners = [...this.staleListeners, listener];
-    return () => {
-      this.staleListeners = this.staleListeners.filter((l) => l !== listener);
-    };
-  }
-
-  private markStale(change: ImageChange, detail: string): void {
-    if (this.staleError) return;
-    this.staleChange = change;
-    this.staleError = new IoError('EIO', `${this.name}: ${detail}; this connection can no longer use it`);
-    for (const l of this.staleListeners) l(change, detail);
+    return this.life.onStale(listener);
   }
 
   private unusable(): Error | null {
-    return this.staleError ?? this.base.stale ?? (this.closed ? new IoError('EBADF', `${this.name}: closed`) : null);
+    return this.life.stale ?? this.base.stale ?? (this.closed ? new IoError('EBADF', `${this.name}: closed`) : null);
   }
 
   private enter(cb: IoCallback): IoCallback {
-    this.busy++;
-    return (e) => {
-      if (--this.busy === 0 && this.idle.length > 0) for (const f of this.idle.splice(0)) f();
-      cb(e);
-    };
+    return this.life.enter(cb);
   }
 
   /** fstat of the overlay and map fds: a file without a name any more means the overlay was deleted. */
   private verifyOwn(cb: CheckCallback): void {
-    const done = this.enter((err) => cb(err, this.staleChange));
+    const done = this.enter((err) => cb(err, this.life.change));
     fs.fstat(this.overlayFd, (e1, s1) => {
       if (e1) return done(e1);
       fs.fstat(this.mapFd, (e2, s2) => {
         if (e2) return done(e2);
-        if (s1.nlink === 0 || s2.nlink === 0) this.markStale('deleted', 'the overlay files were deleted while in use');
-        else if (s1.size < this.size) this.markStale('truncated', `the overlay file shrank while in use (${s1.size} bytes, ${this.size} expected)`);
+        if (s1.nlink === 0 || s2.nlink === 0) this.life.markStale('deleted', 'the overlay files were deleted while in use');
+        else if (s1.size < this.size) this.life.markStale('truncated', `the overlay file shrank while in use (${s1.size} bytes, ${this.size} expected)`);
         done(null);
       });
     });
@@ -219,7 +202,7 @@ export class CowBlockDevice implements BlockDevice {
 
   /** Checks the base image file (when it can be checked) and the overlay's own files. */
   check(cb: CheckCallback): void {
-    if (this.staleError) return process.nextTick(cb, null, this.staleChange);
+    if (this.life.stale) return process.nextTick(cb, null, this.life.change);
     if (this.closed) return process.nextTick(cb, null, null);
     this.checkAll(cb);
   }
@@ -296,8 +279,7 @@ export class CowBlockDevice implements BlockDevice {
       if (n === length) return cb(null);
       if (n === 0) {
         // The overlay is always as long as the base: someone truncated it. Never zeros as data.
-        this.markStale('truncated', `the overlay file shrank while in use (it ends before byte ${position})`);
-        return cb(this.staleError);
+        return cb(this.life.markStale('truncated', `the overlay file shrank while in use (it ends before byte ${position})`));
       }
       this.readOverlay(buf, offset + n, length - n, position + n, cb);
     });
@@ -512,7 +494,7 @@ export class CowBlockDevice implements BlockDevice {
     if (this.closing) return this.closing;
     this.closed = true;
     this.closing = (async () => {
-      if (this.busy > 0) await new Promise<void>((res) => this.idle.push(res));
+      await new Promise<void>((res) => this.life.whenIdle(res));
       const flushed = this.stale ? null : await new Promise<Error | null>((res) => this.sync(res));
       await pClose(this.overlayFd);
       await pClose(this.mapFd);

@@ -118,7 +118,8 @@ test('40 connections pipelining 8 × 32 MiB READs that never read: server RSS st
   await Promise.all(hostile.map((c) => c.closed));
   const t1 = Date.now();
   let after = memory(srv.pid).rss;
-  while (after > base.rss + 150e6 && Date.now() - t1 < 25_000) {
+  // The reducer's timers stretch on a loaded machine (2 cores shared with other test files): allow 45 s.
+  while (after > base.rss + 150e6 && Date.now() - t1 < 45_000) {
     await new Promise((r) => setTimeout(r, 200));
     after = memory(srv.pid).rss;
   }
