@@ -93,24 +93,42 @@ export class CowBlockDevice implements BlockDevice {
   private constructor(
     readonly base: BlockDevice,
     readonly name: string,
-    private readonly overlayFd: number,
-    private readonly mapFd: number,
+    /** The overlay and map files; -1 until the first write makes them (`materialize`). */
+    private overlayFd: number,
+    private mapFd: number,
     readonly blockSize: number,
     private readonly bitmap: Buffer,
     scanLimit: number,
+    private readonly paths: { dir: string; overlay: string; map: string },
   ) {
     this.size = base.size;
     this.scanLimit = scanLimit;
     this.life = new DeviceLife(name, 'this connection can no longer use it');
   }
 
-  /** Opens (creating if needed) the overlay of `client` for `exportName` over `base`. */
+  /**
+   * Opens the overlay of `client` for `exportName` over `base`. One that exists is opened (and checked);
+   * one that does not is made by the first write: a client that only reads (nbdinfo, a probe, a hostile
+   * host opening exports from many addresses) leaves no files behind.
+   */
   static async open(base: BlockDevice, stateDir: string, exportName: string, client: string, opts: CowOpenOptions = {}): Promise<CowBlockDevice> {
     const blockSize = opts.blockSize ?? DEFAULT_BLOCK;
     if (!Number.isInteger(blockSize) || blockSize < 512 || (blockSize & (blockSize - 1)) !== 0) {
       throw new IoError('EINVAL', `copy-on-write block size ${blockSize} must be a power of two ≥ 512`);
     }
     const p = overlayPaths(stateDir, exportName, client);
+    const name = `${base.name}+cow:${client}`;
+    const scanLimit = opts.scanLimit ?? 8 << 20;
+    const exists = await fs.promises.access(p.map).then(() => true, () => false);
+    if (!exists) return new CowBlockDevice(base, name, -1, -1, blockSize, Buffer.alloc(Math.ceil(Math.ceil(base.size / blockSize) / 8)), scanLimit, p);
+    const f = await CowBlockDevice.openFiles(base, p, blockSize);
+    return new CowBlockDevice(base, name, f.overlayFd, f.mapFd, blockSize, f.bitmap, scanLimit, p);
+  }
+
+  /** Opens, or creates, the overlay and map files; a failed attempt removes exactly what it created. */
+  private static async openFiles(
+    base: BlockDevice, p: { dir: string; overlay: string; map: string }, blockSize: number,
+  ): Promise<{ overlayFd: number; mapFd: number; bitmap: Buffer }> {
     await fs.promises.mkdir(p.dir, { recursive: true });
     const nblocks = Math.ceil(base.size / blockSize);
     const mapBytes = Math.ceil(nblocks / 8);
@@ -159,7 +177,7 @@ export class CowBlockDevice implements BlockDevice {
         }
         await readFull(mapFd, bitmap, mapBytes, MAP_HEADER);
       }
-      return new CowBlockDevice(base, `${base.name}+cow:${client}`, overlayFd, mapFd, blockSize, bitmap, opts.scanLimit ?? 8 << 20);
+      return { overlayFd, mapFd, bitmap };
     } catch (e) {
       if (overlayFd >= 0) await pClose(overlayFd).catch(() => {});
       if (mapFd >= 0) await pClose(mapFd).catch(() => {});
@@ -188,6 +206,7 @@ export class CowBlockDevice implements BlockDevice {
 
   /** fstat of the overlay and map fds: a file without a name any more means the overlay was deleted. */
   private verifyOwn(cb: CheckCallback): void {
+    if (this.overlayFd < 0) return process.nextTick(cb, null, this.life.change); // no files yet: nothing to lose
     const done = this.enter((err) => cb(err, this.life.change));
     fs.fstat(this.overlayFd, (e1, s1) => {
       if (e1) return done(e1);
@@ -319,10 +338,40 @@ export class CowBlockDevice implements BlockDevice {
       return;
     }
     this.queueBusy = true;
-    this.copyOnWrite(w, (e) => {
+    const next = (e: Error | null): void => {
       w.cb(e);
       this.drainQueue();
-    });
+    };
+    if (this.overlayFd < 0) {
+      // The first write: make the files now (an error, ENOSPC say, fails this write; the next one tries again).
+      this.materialize((e) => (e ? next(e) : this.copyOnWrite(w, next)));
+      return;
+    }
+    this.copyOnWrite(w, next);
+  }
+
+  /** Creates the overlay and map files of an overlay opened without them (its bitmap is empty). */
+  private materialize(cb: IoCallback): void {
+    CowBlockDevice.openFiles(this.base, this.paths, this.blockSize).then(
+      (f) => {
+        if (this.closed) {
+          fs.close(f.overlayFd, () => {});
+          fs.close(f.mapFd, () => {});
+          return cb(new IoError('EBADF', `${this.name}: closed`));
+        }
+        // Another process (a reset racing us) may have left files with blocks in them: take its map.
+        f.bitmap.copy(this.bitmap);
+        this.overlayFd = f.overlayFd;
+        this.mapFd = f.mapFd;
+        cb(null);
+      },
+      (e: Error) => cb(e),
+    );
+  }
+
+  /** Whether the overlay's files exist yet (they are made by the first write). */
+  get materialized(): boolean {
+    return this.overlayFd >= 0;
   }
 
   /** The slow path: fills partial unheld edge blocks from the base, writes, then records the blocks. */
@@ -424,6 +473,7 @@ export class CowBlockDevice implements BlockDevice {
   }
 
   private sync(cb: IoCallback): void {
+    if (this.overlayFd < 0) return process.nextTick(cb, null); // nothing written yet
     fs.fdatasync(this.overlayFd, (e) => {
       if (e) return cb(e);
       fs.fdatasync(this.mapFd, (e2) => cb(e2));
@@ -496,8 +546,8 @@ export class CowBlockDevice implements BlockDevice {
     this.closing = (async () => {
       await new Promise<void>((res) => this.life.whenIdle(res));
       const flushed = this.stale ? null : await new Promise<Error | null>((res) => this.sync(res));
-      await pClose(this.overlayFd);
-      await pClose(this.mapFd);
+      if (this.overlayFd >= 0) await pClose(this.overlayFd);
+      if (this.mapFd >= 0) await pClose(this.mapFd);
       if (flushed) throw flushed;
     })();
     return this.closing;

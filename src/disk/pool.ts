@@ -155,9 +155,12 @@ export class DevicePool {
     return {
       device,
       release: () => {
-        if (!released) {
-          released = true;
-          entry.refs--;
+        if (released) return;
+        released = true;
+        // An overlay nobody wrote to has no files: nothing to keep (its bitmap is memory per client).
+        if (--entry.refs === 0 && entry.open && !entry.open.materialized && this.overlays.get(key) === entry) {
+          this.overlays.delete(key);
+          entry.open.close().catch(() => {});
         }
       },
     };
@@ -168,12 +171,13 @@ export class DevicePool {
     const key = `${exportName}\0${identity}`;
     await this.file(basePath, true); // the base, checked: a change retires it and the overlays over it
     const open = this.overlays.get(key);
-    if (open && !open.open?.stale) return open.dev;
+    // An overlay without files yet (nobody wrote) is the base: the caller reads the base file.
+    if (open && !open.open?.stale) return open.open && !open.open.materialized ? null : open.dev;
     const onDisk = await fs.promises.access(overlayPaths(stateDir, exportName, identity).map).then(() => true, () => false);
     if (!onDisk) return null;
     // It may have been opened while we looked.
     const now = this.overlays.get(key);
-    if (now && !now.open?.stale) return now.dev;
+    if (now && !now.open?.stale) return now.open && !now.open.materialized ? null : now.dev;
     const { device, release } = await this.overlay(basePath, stateDir, exportName, identity);
     release();
     return device;
