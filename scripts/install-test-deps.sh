@@ -7,7 +7,7 @@ set -euo pipefail
 
 PACKAGES=(
   # building test images without mounting
-  fdisk dosfstools mtools e2fsprogs xz-utils gzip
+  fdisk dosfstools mtools e2fsprogs xz-utils gzip fakeroot
   # TFTP peers: clients and reference servers
   atftp atftpd tftp-hpa curl busybox
   # NBD peers

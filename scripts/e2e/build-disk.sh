@@ -3,8 +3,7 @@
 #   MBR (sfdisk): partition 1 FAT32 (boot, type 0x0c): pxelinux.0, ldlinux.c32 (BIOS), syslinux.efi,
 #                 ldlinux.e64 (UEFI x86-64), pxelinux.cfg/default, vmlinuz, initrd.img
 #                 partition 2 ext4 (type 0x83), made with mkfs.ext4 -d, holding /e2e-marker
-# Each file system is made in a file of its own (mkfs.vfat + mtools, mkfs.ext4 -d) and copied into place
-# with dd conv=notrunc.
+# The layout is scripts/lib/pc-disk.sh's, shared with the user-facing scripts/build-pc-image.sh.
 #
 #   scripts/e2e/build-disk.sh OUT.img --server ADDR --export NAME [--port N] [--append "ARGS"]
 #                             [--marker TEXT] [--initrd FILE] [--kernel-root DIR]
@@ -39,15 +38,6 @@ kver=$(ls "$kroot/lib/modules" | head -1)
 vmlinuz="$kroot/boot/vmlinuz-$kver"
 [ -f "$vmlinuz" ] || { echo "build-disk: no kernel at $vmlinuz" >&2; exit 1; }
 
-# Boot loaders from Debian's pxelinux, syslinux-common and syslinux-efi.
-PXELINUX=/usr/lib/PXELINUX/pxelinux.0
-LDLINUX_C32=/usr/lib/syslinux/modules/bios/ldlinux.c32
-SYSLINUX_EFI=/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi
-LDLINUX_E64=/usr/lib/syslinux/modules/efi64/ldlinux.e64
-for f in "$PXELINUX" "$LDLINUX_C32" "$SYSLINUX_EFI" "$LDLINUX_E64"; do
-  [ -f "$f" ] || { echo "build-disk: missing $f (install pxelinux syslinux-common syslinux-efi)" >&2; exit 1; }
-done
-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 if [ -z "$initrd" ]; then
@@ -57,39 +47,12 @@ fi
 
 nbdroot="$server${port:+:$port}/$export_name"
 cmdline="console=ttyS0,115200 panic=-1 nbdroot=$nbdroot root=/dev/nbd0p2${append:+ $append}"
-mkdir -p "$work/cfg"
-cat >"$work/cfg/default" <<EOF
-SERIAL 0 115200
-DEFAULT e2e
-PROMPT 0
-TIMEOUT 0
-LABEL e2e
-  KERNEL vmlinuz
-  INITRD initrd.img
-  APPEND $cmdline
-EOF
-
-# Layout in 512-byte sectors: 1 MiB gap, 64 MiB FAT32, 32 MiB ext4.
-fat_start=2048; fat_sectors=131072
-ext_start=$((fat_start + fat_sectors)); ext_sectors=65536
-
-fat="$work/fat.img"
-truncate -s $((fat_sectors * 512)) "$fat"
-mkfs.vfat -F 32 -n NETBOOT -h "$fat_start" "$fat" >/dev/null
-export MTOOLS_SKIP_CHECK=1
-mmd -i "$fat" ::pxelinux.cfg
-mcopy -i "$fat" "$PXELINUX" ::pxelinux.0
-mcopy -i "$fat" "$LDLINUX_C32" ::ldlinux.c32
-mcopy -i "$fat" "$SYSLINUX_EFI" ::syslinux.efi
-mcopy -i "$fat" "$LDLINUX_E64" ::ldlinux.e64
-mcopy -i "$fat" "$vmlinuz" ::vmlinuz
-mcopy -i "$fat" "$initrd" ::initrd.img
-mcopy -i "$fat" "$work/cfg/default" ::pxelinux.cfg/default
-
 mkdir -p "$work/rootfs"
 printf '%s\n' "$marker" >"$work/rootfs/e2e-marker"
-ext="$work/ext4.img"
-mkfs.ext4 -q -F -L e2eroot -d "$work/rootfs" "$ext" $((ext_sectors / 2))k >&2
 
-bash "$(dirname "$0")/../lib/assemble-mbr.sh" "$out" --fat "$fat" "$fat_start" "$fat_sectors" --linux "$ext" "$ext_start" "$ext_sectors" --bootable
+# Layout in 512-byte sectors (scripts/lib/pc-disk.sh): 1 MiB gap, 64 MiB FAT32, 32 MiB ext4.
+fat_start=2048; fat_sectors=131072
+ext_start=$((fat_start + fat_sectors)); ext_sectors=65536
+bash "$here/../lib/pc-disk.sh" "$out" --kernel "$vmlinuz" --initrd "$initrd" --append "$cmdline" --root-dir "$work/rootfs" \
+  --boot-sectors "$fat_sectors" --root-sectors "$ext_sectors" --entry e2e --fat-label NETBOOT --root-label e2eroot
 echo "build-disk: $out: p1 FAT32 @${fat_start}s, p2 ext4 @${ext_start}s; APPEND $cmdline" >&2

@@ -2,13 +2,21 @@
 # Builds the end-to-end test initramfs (cpio newc, gzip): busybox-static, Debian's nbd-client with the
 # shared libraries ldd lists, the kernel modules the boot needs (nbd with max_part=8, e1000, virtio-net,
 # ext4, vfat and their dependencies, in load order) and scripts/e2e/init.sh as /init.
-#   scripts/e2e/build-initramfs.sh OUT.img [KERNEL_ROOT]
+#   scripts/e2e/build-initramfs.sh [--boot] OUT.img [KERNEL_ROOT]
 # KERNEL_ROOT: a folder with lib/modules/<version>/ and bin/busybox (default: what fetch-debs.sh prints).
+# --boot: a real system's initramfs (scripts/build-pc-image.sh): after mounting the root over NBD, init.sh
+# hands over to the root's /sbin/init (switch_root) instead of running the end-to-end test steps.
 # No root needed beyond reading files; no mounts.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:?usage: build-initramfs.sh OUT.img [KERNEL_ROOT]}
+mode=e2e
+args=()
+for a in "$@"; do
+  if [ "$a" = --boot ]; then mode=boot; else args+=("$a"); fi
+done
+set -- "${args[@]}"
+out=${1:?usage: build-initramfs.sh [--boot] OUT.img [KERNEL_ROOT]}
 kroot=${2:-$("$here/fetch-debs.sh")}
 kver=$(ls "$kroot/lib/modules" | head -1)
 [ -n "$kver" ] || { echo "build-initramfs: no lib/modules in $kroot" >&2; exit 1; }
@@ -44,7 +52,11 @@ fi
 # order (or `builtin NAME` for built-in ones). crc32c before ext4 (ext4's softdep, invisible to insmod).
 modlist="$work/modules"
 : >"$modlist"
-for m in crc32c_generic nbd e1000 virtio_pci virtio_net ext4 nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 vfat; do
+mods="crc32c_generic nbd e1000 virtio_pci virtio_net ext4 nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 vfat"
+# A real system's initramfs: the wired NIC drivers of common PCs too (those this kernel has).
+[ "$mode" = boot ] && mods="$mods e1000e igb igc r8169 realtek tg3 bnx2 bnxt_en ixgbe i40e atlantic alx sky2 forcedeth 8139too r8152"
+for m in $mods; do
+  modprobe -d "$kroot" -S "$kver" --show-depends "$m" >/dev/null 2>&1 || { echo "build-initramfs: kernel $kver has no module $m" >&2; continue; }
   modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path opts; do
     [ "$kind" = insmod ] || continue
     rel=${path#"$kroot"}
@@ -61,9 +73,10 @@ done <"$modlist"
 cp "$modlist" "$ir/etc/e2e-modules"
 
 install -m 755 "$here/init.sh" "$ir/init"
+echo "$mode" >"$ir/etc/initramfs-mode"
 install -m 755 "$here/udhcpc.script" "$ir/etc/udhcpc.script"
 
 mkdir -p "$(dirname "$out")"
 (cd "$ir" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -9 >"$out.tmp"
 mv "$out.tmp" "$out"
-echo "build-initramfs: $out ($(stat -c %s "$out") bytes, kernel $kver, $(wc -l <"$modlist") modules)" >&2
+echo "build-initramfs: $out ($(stat -c %s "$out") bytes, kernel $kver, $(wc -l <"$modlist") modules, $mode mode)" >&2

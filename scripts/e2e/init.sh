@@ -6,14 +6,23 @@
 #   -> sync, umount, nbd-client -d -> poweroff.
 # Kernel arguments read: nbdroot=SERVER[:PORT]/EXPORT, root=/dev/nbd0pN (default /dev/nbd0p2),
 # e2e.rewrite=1 (boot 1 of the stale-boot-partition test), e2e.bootpart=/dev/nbd0pN (default /dev/nbd0p1).
+#
+# Built with `build-initramfs.sh --boot` (/etc/initramfs-mode says `boot`; scripts/build-pc-image.sh) it is a
+# real system's initramfs: the same steps up to mounting root= over NBD, then it moves /dev into the root
+# and hands over to the root's init (init= on the command line, default /sbin/init) with switch_root.
+# Progress lines then read `netboot: ...`; on a failure it says why and starts a shell on the console.
 export PATH=/bin:/sbin
+MODE=e2e
+[ -f /etc/initramfs-mode ] && read -r MODE </etc/initramfs-mode
+TAG=E2E
+[ "$MODE" = boot ] && TAG=netboot
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /tmp /run /newroot /bootpart
 
-say() { read -r up _ </proc/uptime; echo "E2E: [$up] $*"; }
+say() { read -r up _ </proc/uptime; echo "$TAG: [$up] $*"; }
 finish() {
   sync
   say "POWEROFF $1"
@@ -22,6 +31,10 @@ finish() {
 }
 fail() {
   say "FAIL $*"
+  if [ "$MODE" = boot ]; then
+    echo "netboot: cannot boot; a shell follows (the kernel command line is the APPEND line of pxelinux.cfg/default)"
+    exec sh </dev/console >/dev/console 2>&1
+  fi
   umount /bootpart 2>/dev/null
   umount /newroot 2>/dev/null
   nbd-client -d /dev/nbd0 >/dev/null 2>&1
@@ -41,9 +54,10 @@ while read -r path opts; do
 done </etc/e2e-modules
 say "MODULES loaded"
 
-NBDROOT=""; ROOTDEV=/dev/nbd0p2; REWRITE=""; BOOTPART=/dev/nbd0p1
+NBDROOT=""; ROOTDEV=/dev/nbd0p2; REWRITE=""; BOOTPART=/dev/nbd0p1; INIT=/sbin/init
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
+    init=*) INIT=${arg#init=} ;;
     nbdroot=*) NBDROOT=${arg#nbdroot=} ;;
     root=*) ROOTDEV=${arg#root=} ;;
     e2e.rewrite=*) REWRITE=${arg#e2e.rewrite=} ;;
@@ -52,18 +66,32 @@ for arg in $(cat /proc/cmdline); do
 done
 [ -n "$NBDROOT" ] || fail "no nbdroot= on the kernel command line"
 
-# NIC: the first non-loopback interface the drivers registered.
+# NIC: the one the PC booted from when the boot loader says (BOOTIF=01-aa-bb-cc-dd-ee-ff, PXELINUX's
+# IPAPPEND 2), else the first non-loopback interface the drivers registered.
+BOOTMAC=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in BOOTIF=01-*) BOOTMAC=$(echo "${arg#BOOTIF=01-}" | tr 'A-F-' 'a-f:') ;; esac
+done
 IFACE=""
 i=0
 while [ $i -lt 50 ]; do
   for n in /sys/class/net/*; do
     n=${n##*/}
-    [ "$n" = lo ] || { IFACE=$n; break; }
+    [ "$n" = lo ] && continue
+    if [ -n "$BOOTMAC" ]; then
+      [ "$(cat /sys/class/net/$n/address)" = "$BOOTMAC" ] && { IFACE=$n; break; }
+    else
+      IFACE=$n; break
+    fi
   done
   [ -n "$IFACE" ] && break
   sleep 0.2
   i=$((i + 1))
 done
+if [ -z "$IFACE" ] && [ -n "$BOOTMAC" ]; then
+  say "no interface with the boot MAC $BOOTMAC; taking the first one"
+  for n in /sys/class/net/*; do n=${n##*/}; [ "$n" = lo ] || { IFACE=$n; break; }; done
+fi
 [ -n "$IFACE" ] || fail "no network interface"
 ip link set lo up
 ip link set "$IFACE" up
@@ -90,6 +118,15 @@ while [ ! -b "$ROOTDEV" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 say "NBD attached $(cat /sys/block/nbd0/size) sectors"
 
 mount -t ext4 "$ROOTDEV" /newroot 2>/tmp/mount.err || fail "mount $ROOTDEV: $(cat /tmp/mount.err)"
+if [ "$MODE" = boot ]; then
+  [ -x "/newroot$INIT" ] || fail "$ROOTDEV has no executable $INIT (give init= on the command line)"
+  [ -f /etc/resolv.conf ] && [ -d /newroot/etc ] && [ ! -s /newroot/etc/resolv.conf ] && cp /etc/resolv.conf /newroot/etc/resolv.conf 2>/dev/null
+  say "ROOT $ROOTDEV mounted over NBD from $HOST:$PORT/$EXPORT; starting $INIT"
+  # The NBD connection is the kernel's (netlink): it outlives this process and the initramfs.
+  if [ -d /newroot/dev ]; then mount --move /dev /newroot/dev; else umount /dev 2>/dev/null; fi
+  umount /sys /proc
+  exec switch_root /newroot "$INIT"
+fi
 [ -f /newroot/e2e-marker ] || fail "marker /e2e-marker missing on $ROOTDEV"
 say "MARKER $(cat /newroot/e2e-marker)"
 {

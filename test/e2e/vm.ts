@@ -2,7 +2,8 @@
  * QEMU launcher for the end-to-end boots: a PC (TCG by default) network-booting from a tap device on the
  * test bridge, BIOS (SeaBIOS + iPXE ROM from ipxe-qemu, e1000) or UEFI (OVMF, virtio-net with its option
  * ROM disabled so EDK2's own PXE client runs). The serial console is followed line by line: the
- * initramfs prints `E2E: ...` markers (scripts/e2e/init.sh), which give the boot's phases and outcome.
+ * initramfs prints `E2E: ...` markers (scripts/e2e/init.sh; `netboot: ...` when built with --boot for a
+ * real system), which give the boot's phases and outcome.
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { run } from '../helpers/tools.js';
@@ -24,6 +25,12 @@ export interface VmOptions {
   serialLog?: string;
   /** `tcg` (default, what CI has) or `kvm` (E2E_ACCEL=kvm, local speed-ups). */
   accel?: string;
+  /**
+   * For a system that stays up (it does not power off): the boot is done when a console line (or the
+   * unfinished last line, e.g. a `login: ` prompt) matches; the VM is then stopped. A FAIL marker stops it
+   * at once too.
+   */
+  until?: RegExp;
 }
 
 export interface BootPhases {
@@ -108,14 +115,21 @@ export function bootVm(o: VmOptions): Promise<BootReport> {
     // PXELINUX prints its banner on the serial port; syslinux.efi prints "My IP is" once it runs.
     if (phases.loader === undefined && /(PXE|SYS)LINUX \d|My IP is \d/.test(line)) phases.loader = since();
     if (phases.kernel === undefined && /Linux version \d/.test(line)) phases.kernel = since();
-    const m = /E2E: (?:\[[\d.]+\] )?(.*)$/.exec(line);
+    if (o.until && phases.done === undefined && o.until.test(line)) {
+      phases.done = since();
+      void proc.stop();
+    }
+    const m = /(?:E2E|netboot): (?:\[[\d.]+\] )?(.*)$/.exec(line);
     if (!m) return;
     const text = m[1]!.trim();
     markers.push(text);
     if (text.startsWith('INIT') && phases.init === undefined) phases.init = since();
     else if (text.startsWith('NBD attached')) phases.nbd = since();
     else if (text === 'DONE') phases.done = since();
-    else if (text.startsWith('FAIL') && failure === undefined) failure = text;
+    else if (text.startsWith('FAIL') && failure === undefined) {
+      failure = text;
+      if (o.until) void proc.stop();
+    }
   };
   const onData = (chunk: Buffer): void => {
     if (phases.firstOutput === undefined) phases.firstOutput = since();
@@ -127,6 +141,12 @@ export function bootVm(o: VmOptions): Promise<BootReport> {
       pending = pending.slice(nl + 1);
     }
     if (pending.length > 65536) pending = pending.slice(-4096);
+    // A prompt (`login: `) is a line without its end yet.
+    if (o.until && phases.done === undefined && pending && o.until.test(pending.replace(ESCAPES, ''))) {
+      lines.push(pending.replace(ESCAPES, ''));
+      phases.done = since();
+      void proc.stop();
+    }
   };
   proc.stdout?.on('data', onData);
   proc.stderr?.on('data', (c: Buffer) => {
@@ -147,6 +167,7 @@ export function bootVm(o: VmOptions): Promise<BootReport> {
       const wallMs = since();
       let error = failure;
       if (timedOut) error ??= `timed out after ${o.timeoutMs} ms (last marker: ${markers.at(-1) ?? 'none'})`;
+      else if (o.until && phases.done !== undefined) { /* stopped by us once up */ }
       else if (code !== 0) error ??= `qemu exited ${code ?? signal}`;
       else if (phases.done === undefined) error ??= `powered off without E2E: DONE (last marker: ${markers.at(-1) ?? 'none'})`;
       resolve({ ok: error === undefined, wallMs, phases, markers, tail: lines.slice(-25).join('\n'), ...(error ? { error } : {}) });
