@@ -12,6 +12,7 @@ import type { Command } from 'commander';
 import { FileBlockDevice, readAt, type BlockDevice } from '../disk/blockdev.js';
 import { PROBE_BYTES, probeFilesystem } from '../disk/fsprobe.js';
 import { openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
+import { findBootPartition } from '../fat/boot.js';
 import { FatVolume, type FatStat } from '../fat/volume.js';
 import { NetbootError } from '../util/errors.js';
 import type { FileSource } from '../util/source.js';
@@ -139,8 +140,10 @@ function messageOf(e: unknown): string {
 
 async function openVolume(image: string, dev: BlockDevice, table: PartitionTable, part: number): Promise<FatVolume> {
   if (part === 0 && table.scheme !== 'none') {
-    const fat = table.partitions.filter((p) => !p.extended).map((p) => p.number);
-    throw new CliError(`${image} has ${table.scheme === 'mbr' ? 'an' : 'a'} ${table.scheme.toUpperCase()} partition table: say which partition (${fat.join(', ') || 'none'}), e.g. ${fat[0] ?? 1}:/`);
+    const parts = table.partitions.filter((p) => !p.extended).map((p) => p.number);
+    // The example is the boot FAT `serve` would use, when there is one.
+    const boot = await findBootPartition(dev, undefined, table).then((l) => l.number, () => parts[0] ?? 1);
+    throw new CliError(`${image} has ${table.scheme === 'mbr' ? 'an' : 'a'} ${table.scheme.toUpperCase()} partition table: say which partition (${parts.join(', ') || 'none'}), e.g. ${boot}:/`);
   }
   let window: BlockDevice;
   try {

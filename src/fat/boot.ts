@@ -1,24 +1,15 @@
 /**
- * Finding an image's boot partition: the configured one, or the first FAT partition (partitions typed
- * FAT first, then any whose first sector is a FAT boot sector), or the whole device when it has no
- * partition table (a "superfloppy").
+ * Finding an image's boot partition, the one rule every command uses (`serve` for TFTP, `check`, `prep`):
+ * the configured one, or the first FAT partition (partitions typed FAT first, in table order, then any
+ * other whose first sector is a FAT boot sector), or the whole device when it has no partition table
+ * (a "superfloppy").
  */
 import { readAt, type BlockDevice } from '../disk/blockdev.js';
-import { isFatMbrType, openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
-import { FatVolume, isFat } from './volume.js';
-import { parseBootSector } from './bpb.js';
+import { openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
+import { isFatType } from '../disk/parttypes.js';
+import { FatVolume } from './volume.js';
+import { isFat, parseBootSector } from './bpb.js';
 import { CorruptError, NotFoundError } from '../util/errors.js';
-
-/** GPT type GUIDs that hold FAT boot files. */
-const GPT_FAT_TYPES = new Set([
-  'c12a7328-f81f-11d2-ba4b-00a0c93ec93b', // EFI System
-  'ebd0a0a2-b9e5-4433-87c0-68b6b72699c7', // Microsoft basic data
-]);
-
-export function isFatTyped(p: Partition): boolean {
-  if (p.extended) return false;
-  return p.scheme === 'mbr' ? isFatMbrType(p.type) : GPT_FAT_TYPES.has(p.type.toLowerCase());
-}
 
 export interface BootLocation {
   table: PartitionTable;
@@ -28,21 +19,24 @@ export interface BootLocation {
   partition: Partition | null;
 }
 
-/** Where the boot FAT is. `preferred`: a configured partition number (0 = the whole device). */
-export async function findBootPartition(dev: BlockDevice, preferred?: number): Promise<BootLocation> {
-  const table = await readPartitionTable(dev);
+/**
+ * Where the boot FAT is. `preferred`: a configured partition number (0 = the whole device). `known`: the
+ * device's partition table when the caller has read it already (else it is read here).
+ */
+export async function findBootPartition(dev: BlockDevice, preferred?: number, known?: PartitionTable): Promise<BootLocation> {
+  const table = known ?? (await readPartitionTable(dev));
   if (preferred !== undefined) {
     openPartition(dev, table, preferred); // throws NotFoundError naming the partitions there are
     return { table, number: preferred, partition: table.partitions.find((p) => p.number === preferred) ?? null };
   }
   if (table.scheme === 'none') return { table, number: 0, partition: null };
-  const ordered = [...table.partitions.filter(isFatTyped), ...table.partitions.filter((p) => !isFatTyped(p) && !p.extended)];
+  const ordered = [...table.partitions.filter(isFatType), ...table.partitions.filter((p) => !isFatType(p) && !p.extended)];
   for (const p of ordered) {
     if (p.size < 512) continue;
     if (isFat(await readAt(dev, p.start, 512))) return { table, number: p.number, partition: p };
   }
   // A partition typed FAT whose boot sector is not one is a corrupt boot partition, not a missing one.
-  const typed = table.partitions.find((p) => isFatTyped(p) && p.size >= 512);
+  const typed = table.partitions.find((p) => isFatType(p) && p.size >= 512);
   if (typed) {
     const parsed = parseBootSector(await readAt(dev, typed.start, 512));
     const why = parsed.ok ? 'not a FAT boot sector' : parsed.error.message;
@@ -52,8 +46,8 @@ export async function findBootPartition(dev: BlockDevice, preferred?: number): P
 }
 
 /** Opens the boot FAT volume of an image. */
-export async function openBootVolume(dev: BlockDevice, preferred?: number): Promise<{ volume: FatVolume; location: BootLocation }> {
-  const location = await findBootPartition(dev, preferred);
+export async function openBootVolume(dev: BlockDevice, preferred?: number, known?: PartitionTable): Promise<{ volume: FatVolume; location: BootLocation }> {
+  const location = await findBootPartition(dev, preferred, known);
   const volume = await FatVolume.open(openPartition(dev, location.table, location.number), {
     name: `${dev.name}:${location.number}`,
   });

@@ -6,7 +6,10 @@
  * is left to grow itself on first boot, as the distributions do.
  */
 import { readAt, writeAt, type BlockDevice } from '../disk/blockdev.js';
-import { crc32, parseGptHeader, parseMbr, type PartitionTable } from '../disk/partitions.js';
+import { crc32 } from '../disk/crc32.js';
+import { parseGptHeader } from '../disk/gpt.js';
+import { parseMbr } from '../disk/mbr.js';
+import type { PartitionTable } from '../disk/partitions.js';
 import { NetbootError } from '../util/errors.js';
 
 export class GrowError extends NetbootError {}

@@ -4,9 +4,10 @@
  *
  * 1. grows the file sparsely to `size` (and fits the partition table: GPT backup moved; optionally the last
  *    partition's entry grown to the end);
- * 2. in the boot partition (the first FAT one): rewrites cmdline.txt for a root on NBD, copies files and
- *    directories in, removes paths, edits cloud-init `user-data`;
- * 3. adds the image (and a Pi serial) to the netbootd YAML, keeping its comments.
+ * 2. in the boot partition (found as `serve` finds it, src/fat/boot.ts): rewrites cmdline.txt for a root
+ *    on NBD, copies files and directories in, removes paths, edits cloud-init `user-data`;
+ * 3. adds the image, with the boot partition it edited, (and a Pi serial) to the netbootd YAML, keeping
+ *    its comments.
  *
  * Every change is reported as one line; `dryRun` reports them and writes nothing (the image is opened
  * read-only). A second run with the same options changes nothing: files whose bytes would stay the same
@@ -18,8 +19,11 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { isIPv6 } from 'node:net';
 import { parseDocument } from 'yaml';
 import { loadConfig } from '../config/load.js';
-import { FileBlockDevice, flushDevice, type BlockDevice } from '../disk/blockdev.js';
-import { openPartition, readPartitionTable, type Partition, type PartitionTable } from '../disk/partitions.js';
+import { FileBlockDevice, flushDevice } from '../disk/blockdev.js';
+import { openPartition, readPartitionTable, type PartitionTable } from '../disk/partitions.js';
+import { isLinuxRootType } from '../disk/parttypes.js';
+import { openBootVolume } from '../fat/boot.js';
+import type { Config } from '../config/schema.js';
 import { FatVolume } from '../fat/volume.js';
 import { FatWriter } from '../fat/writer.js';
 import { addImage, addPi } from '../config/edit.js';
@@ -175,15 +179,13 @@ async function readFat(vol: FatVolume, path: string): Promise<Buffer | undefined
   }
 }
 
-async function isFatPartition(dev: BlockDevice, table: PartitionTable, p: Partition): Promise<boolean> {
-  if (p.extended) return false;
-  try {
-    const vol = await FatVolume.open(openPartition(dev, table, p.number));
-    vol.close();
-    return true;
-  } catch {
-    return false;
+/** The boot partition the config names for this image file (an image whose path is this file), if any. */
+function configuredBootPartition(cfg: Config | undefined, image: string): { name: string; number: number } | undefined {
+  const abs = resolve(image);
+  for (const [name, i] of Object.entries(cfg?.images ?? {})) {
+    if (i.path !== undefined && resolve(i.path) === abs && i.bootPartition !== undefined) return { name, number: i.bootPartition };
   }
+  return undefined;
 }
 
 /** Expands `--copy` arguments into (host file, FAT path) pairs and FAT directories to create. */
@@ -247,6 +249,7 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
     throw new PrepError('ENOENT', `--user-data ${o.userData}: cannot read it`);
   }) : undefined;
 
+  const cfg = o.config !== undefined ? await loadConfig(o.config).then((l) => (l.ok ? l.config : undefined), () => undefined) : undefined;
   const before = await FileBlockDevice.open(img, { readOnly: true });
   let table: PartitionTable;
   let boot: number;
@@ -255,29 +258,28 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
   try {
     table = await readPartitionTable(before);
     if (table.scheme === 'none') throw new PrepError('EINVAL', `${img}: no partition table (prep needs a boot and a root partition)`);
-    // 2. Partitions.
-    if (o.bootPartition !== undefined) {
-      const p = table.partitions.find((x) => x.number === o.bootPartition);
-      if (!p || !(await isFatPartition(before, table, p))) throw new PrepError('EINVAL', `${img}: partition ${o.bootPartition} is not a FAT partition`);
-      boot = o.bootPartition;
-    } else {
-      let found: number | undefined;
-      for (const p of table.partitions) {
-        if (await isFatPartition(before, table, p)) {
-          found = p.number;
-          break;
-        }
+    // 2. Partitions. The boot FAT is found as `serve` finds it: --boot-partition, else the one the config
+    // names for this image file, else the first FAT partition.
+    const configured = o.bootPartition === undefined ? configuredBootPartition(cfg, img) : undefined;
+    const preferred = o.bootPartition ?? configured?.number;
+    try {
+      const found = await openBootVolume(before, preferred, table);
+      found.volume.close();
+      boot = found.location.number;
+    } catch (e) {
+      if (e instanceof NotFoundError && e.code === 'NO_FAT_PARTITION') throw new PrepError('ENOENT', `${img}: no FAT partition (give --boot-partition)`);
+      if (e instanceof NetbootError && preferred !== undefined) {
+        const from = configured ? ` (images.${configured.name}.bootPartition in ${o.config})` : '';
+        throw new PrepError('EINVAL', `${img}: partition ${preferred}${from} is not a FAT partition: ${e.message}`);
       }
-      if (found === undefined) throw new PrepError('ENOENT', `${img}: no FAT partition (give --boot-partition)`);
-      boot = found;
+      throw e;
     }
     if (o.rootPartition !== undefined) {
       if (!table.partitions.some((x) => x.number === o.rootPartition && !x.extended)) throw new PrepError('EINVAL', `${img}: there is no partition ${o.rootPartition}`);
       root = o.rootPartition;
     } else {
-      const linux = (p: Partition): boolean => p.type === '83' || /^Linux (filesystem|root)/.test(p.typeName);
       const others = table.partitions.filter((p) => p.number !== boot && !p.extended);
-      const r = others.find(linux) ?? others[0];
+      const r = others.find(isLinuxRootType) ?? others[0];
       if (!r) throw new PrepError('ENOENT', `${img}: no root partition besides the boot partition ${boot} (give --root-partition)`);
       root = r.number;
     }
@@ -321,7 +323,6 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
     } else {
       // The server: --server, else the config's server.address, else what the command line already names;
       // the port: the one given, else the config's nbd.port (the daemon's, which the client must dial).
-      const cfg = o.config !== undefined ? await loadConfig(o.config).then((l) => (l.ok ? l.config : undefined), () => undefined) : undefined;
       let server = o.server ?? cfg?.server.address ?? prior?.server;
       if (server === undefined || server === '') throw new PrepError('EINVAL', `--server HOST is needed to write nbdroot= into ${cmdPath}`);
       if (cfg && cfg.nbd.port !== 10809 && !hasPort(server)) server = `${isIPv6(server) ? `[${server}]` : server}:${cfg.nbd.port}`;
@@ -423,7 +424,7 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
     });
     const ri = addImage(configText, o.config, exportName, {
       path: configImagePath(configText, o.config, exportName, o.image),
-      ...(o.bootPartition !== undefined ? { bootPartition: boot } : {}),
+      bootPartition: boot,
     });
     let text = ri.text;
     if (ri.text !== configText) changes.push(`${o.config}: ${ri.summary}`);

@@ -231,6 +231,7 @@ function prepCommand(config: Config): PrepCommand {
     const img = config.images[imageName]!;
     const args = [`netbootd prep ${shellWord(img.path!)} --export ${shellWord(img.export!)}`];
     args.push(host === null ? "--server THIS-SERVER'S-ADDRESS" : `--server ${host}`);
+    if (img.bootPartition !== undefined) args.push(`--boot-partition ${img.bootPartition}`);
     if (cmdlinePath !== 'cmdline.txt') args.push(`--cmdline ${shellWord(cmdlinePath)}`);
     return args.join(' ');
   };

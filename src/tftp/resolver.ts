@@ -1,7 +1,8 @@
 /**
  * How the TFTP server finds what to serve: `(client address, normalized path) → FileSource | null`.
- * The server normalizes and vets the path (see `normalizePath`) before any resolver sees it. Resolvers here:
- * `DirectoryResolver` (a confined directory root); `PiImageResolver` lives in pi-resolver.ts.
+ * The server normalizes and vets the path (see `normalizePath`) before any resolver sees it. The daemon's
+ * resolver is the registry (src/registry/registry.ts: Pi serials and PCs → an image's boot FAT through the
+ * image pool, or a directory); `DirectoryResolver` here serves a confined directory root.
  */
 import fs from 'node:fs';
 import path from 'node:path';

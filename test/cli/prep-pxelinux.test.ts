@@ -68,7 +68,7 @@ it('prep --config keeps a relative image path relative (to the config folder), a
   const r = await netbootd(args, { cwd: dir });
   assert.equal(r.code, 0, r.stderr);
   const text = readFileSync(join(dir, 'netbootd.yaml'), 'utf8');
-  assert.equal(text, '# my config\nimages: { debian: { path: pc.img } }\n');
+  assert.equal(text, '# my config\nimages: { debian: { path: pc.img, bootPartition: 1 } }\n');
   const again = await netbootd(args, { cwd: dir });
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout.toString(), /nothing to change/);

@@ -2,7 +2,8 @@
  * Builds small MBR/EBR/GPT images in memory, byte by byte as the specs lay them out. Used for cases the
  * tools cannot make (names outside the BMP, lying fields) and as seeds for the fuzz tests.
  */
-import { crc32, guidToBytes } from '../../src/disk/partitions.js';
+import { crc32 } from '../../src/disk/crc32.js';
+import { guidToBytes } from '../../src/disk/gpt.js';
 
 export interface CraftMbrEntry {
   type: number;

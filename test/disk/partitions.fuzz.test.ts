@@ -7,9 +7,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
-import {
-  crc32, openPartition, parseEbr, parseGptEntries, parseGptHeader, parseMbr, readPartitionTable,
-} from '../../src/disk/partitions.js';
+import { crc32 } from '../../src/disk/crc32.js';
+import { parseGptEntries, parseGptHeader } from '../../src/disk/gpt.js';
+import { parseEbr, parseMbr } from '../../src/disk/mbr.js';
+import { openPartition, readPartitionTable } from '../../src/disk/partitions.js';
 import { NetbootError, ParseError } from '../../src/util/errors.js';
 import { craftDos, craftGpt } from './craft.js';
 

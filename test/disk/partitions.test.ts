@@ -2,9 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { FileBlockDevice, MemoryBlockDevice, readAt, type BlockDevice } from '../../src/disk/blockdev.js';
-import {
-  crc32, formatGuid, guidToBytes, openPartition, parseMbr, readPartitionTable, type PartitionTable,
-} from '../../src/disk/partitions.js';
+import { crc32 } from '../../src/disk/crc32.js';
+import { formatGuid, guidToBytes } from '../../src/disk/gpt.js';
+import { parseMbr } from '../../src/disk/mbr.js';
+import { openPartition, readPartitionTable, type PartitionTable } from '../../src/disk/partitions.js';
 import { CorruptError, NetbootError, NotFoundError } from '../../src/util/errors.js';
 import { haveTools, run, tempDir } from '../helpers/tools.js';
 import { craftDos, craftGpt } from './craft.js';

@@ -1,14 +1,12 @@
 /**
- * atftp (Debian's client) through the lossy relay: 10% of packets dropped, duplicated or reordered both
- * ways; lockstep and windowed transfers arrive byte-exact.
+ * atftp (Debian's client) through the lossy relay to the daemon's TFTP server: 10% of packets dropped,
+ * duplicated or reordered both ways; lockstep and windowed transfers arrive byte-exact.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TftpServer } from '../../src/tftp/server.js';
-import { DirectoryResolver } from '../../src/tftp/resolver.js';
-import { silentLogger } from '../../src/util/log.js';
+import { startDaemon } from '../daemon/harness.js';
 import { LossyRelay } from '../helpers/lossy-relay.js';
 import { haveTools, run, tempDir } from '../helpers/tools.js';
 import { pattern } from '../tftp/helpers.js';
@@ -26,12 +24,17 @@ for (const c of cases) {
     const dir = tempDir(t);
     const file = pattern(c.size, c.seed);
     writeFileSync(join(dir, 'f.bin'), file);
-    const server = new TftpServer({
-      resolver: new DirectoryResolver(dir), logger: silentLogger, address: '127.0.0.1', port: 0,
-      limits: { defaultTimeoutMs: 50, retries: 60 },
-    });
-    const { port } = await server.listen();
-    t.after(() => server.close());
+    const state = join(dir, 'state');
+    mkdirSync(state);
+    // The daemon as it runs (registry → `defaults.tftpRoot`), with its shortest retransmit timeout.
+    const d = await startDaemon(t, dir, `server: { address: 127.0.0.1, stateDir: ${state} }
+dhcp: { enabled: false }
+tftp: { address: 127.0.0.1, port: 0, timeoutMs: 100, retries: 60 }
+nbd: { address: 127.0.0.1, port: 0 }
+status: { enabled: false }
+defaults: { tftpRoot: ${dir} }
+`);
+    const port = d.tftpPort;
     const relay = await LossyRelay.start({ target: { address: '127.0.0.1', port }, seed: c.seed, rate: 0.1 });
     t.after(() => relay.close());
     const out = join(dir, 'out.bin');

@@ -1,19 +1,16 @@
 /**
- * Interop with Debian's real TFTP clients (atftp, tftp-hpa, curl, busybox) against netbootd's server,
- * serving from a directory and from a FAT32 partition inside an MBR disk image (built with sfdisk,
- * mkfs.vfat --offset and mcopy; never mounted). Every file must arrive byte-exact: empty, exact multiples
- * of the block size, and one larger than 65535 blocks at blksize 512 (block number rollover).
+ * Interop with Debian's real TFTP clients (atftp, tftp-hpa, curl, busybox) against the netbootd daemon
+ * (its TFTP server, registry and image pool, as `netbootd serve` runs them), serving from a directory
+ * (`defaults.tftpRoot`) and a Pi's serial from a FAT32 partition inside an MBR disk image (built with
+ * sfdisk, mkfs.vfat --offset and mcopy; never mounted). Every file must arrive byte-exact: empty, exact
+ * multiples of the block size, and one larger than 65535 blocks at blksize 512 (block number rollover).
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TftpServer } from '../../src/tftp/server.js';
-import { DirectoryResolver } from '../../src/tftp/resolver.js';
-import { PiImageResolver } from '../../src/tftp/pi-resolver.js';
-import { FileBlockDevice } from '../../src/disk/blockdev.js';
-import { silentLogger } from '../../src/util/log.js';
+import { startDaemon } from '../daemon/harness.js';
 import { haveTools, run, which } from '../helpers/tools.js';
 import { pattern } from '../tftp/helpers.js';
 
@@ -37,8 +34,7 @@ let dir = '';
 let work = '';
 let dirPort = 0;
 let fatPort = 0;
-let dev: FileBlockDevice | null = null;
-const servers: TftpServer[] = [];
+const cleanups: Array<() => unknown> = [];
 const content = new Map<string, Buffer>();
 let outN = 0;
 
@@ -96,10 +92,9 @@ describe('tftp interop with Debian clients', { concurrency: false }, () => {
       content.set(name, b);
       writeFileSync(join(dir, name), b);
     }
-    const d = new TftpServer({ resolver: new DirectoryResolver(dir), logger: silentLogger, address: '127.0.0.1', port: 0, limits: { maxBlksize: 65464 } });
-    dirPort = (await d.listen()).port;
-    servers.push(d);
-
+    // The daemon as it runs: its registry serves a directory to any PC (`defaults.tftpRoot`) and the Pi's
+    // serial from the image's boot FAT through the image pool.
+    let images = '';
     if (which('sfdisk') && which('mkfs.vfat') && which('mcopy')) {
       // 1 MiB gap, then an 80 MiB FAT32 partition (512-byte clusters so FAT32 is legal at this size).
       const img = join(work, 'pi.img');
@@ -108,19 +103,24 @@ describe('tftp interop with Debian clients', { concurrency: false }, () => {
       await run('mkfs.vfat', ['-F', '32', '-s', '1', '-n', 'BOOT', '--offset', '2048', img, '81920']);
       const names = Object.keys(FILES).map((n) => join(dir, n));
       await run('mcopy', ['-i', `${img}@@1M`, ...names, '::'], { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
-      dev = await FileBlockDevice.open(img, { readOnly: true });
-      const f = new TftpServer({
-        resolver: new PiImageResolver(new Map([[SERIAL.toUpperCase(), { device: dev }]])),
-        logger: silentLogger, address: '127.0.0.1', port: 0, limits: { maxBlksize: 65464 },
-      });
-      fatPort = (await f.listen()).port;
-      servers.push(f);
+      images = `images: { pi: { path: ${img}, mode: readonly } }\npis: { "${SERIAL.toUpperCase()}": { image: pi } }\n`;
     }
+    const state = join(work, 'state');
+    mkdirSync(state);
+    const d = await startDaemon({ after: (fn) => void cleanups.push(fn) }, work, `server: { address: 127.0.0.1, stateDir: ${state} }
+dhcp: { enabled: false }
+tftp: { address: 127.0.0.1, port: 0, maxBlksize: 65464 }
+nbd: { address: 127.0.0.1, port: 0 }
+status: { enabled: false }
+logging: { level: info }
+defaults: { tftpRoot: ${dir} }
+${images}`);
+    dirPort = d.tftpPort;
+    fatPort = d.tftpPort;
   });
 
   after(async () => {
-    await Promise.all(servers.map((s) => s.close()));
-    await dev?.close();
+    for (const fn of cleanups.reverse()) await fn();
     rmSync(work, { recursive: true, force: true });
   });
 

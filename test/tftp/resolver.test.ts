@@ -3,8 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { normalizePath, DirectoryResolver } from '../../src/tftp/resolver.js';
-import { PiImageResolver } from '../../src/tftp/pi-resolver.js';
-import { FileBlockDevice, MemoryBlockDevice } from '../../src/disk/blockdev.js';
+import { parseConfig } from '../../src/config/load.js';
+import { ClientTable } from '../../src/registry/clients.js';
+import { ImagePool } from '../../src/registry/pool.js';
+import { Registry } from '../../src/registry/registry.js';
 import { haveTools, run, tempDir } from '../helpers/tools.js';
 import { readAll } from '../fat/read.js';
 
@@ -55,7 +57,7 @@ test('DirectoryResolver: regular files inside the root only; symlinks out, direc
   assert.equal(await r.resolve(req('missing')), null);
 });
 
-test('PiImageResolver: serial/path from the FAT partition; serial case-insensitive; unknown serial or file is null', async (t) => {
+test('Registry + ImagePool (the daemon\'s TFTP resolution): serial/path from the FAT partition; serial case-insensitive; unknown serial or file is null', async (t) => {
   if (!haveTools(t, 'sfdisk', 'mkfs.vfat', 'mcopy')) return;
   const dir = tempDir(t);
   const img = join(dir, 'pi.img');
@@ -67,9 +69,19 @@ test('PiImageResolver: serial/path from the FAT partition; serial case-insensiti
   mkdirSync(join(dir, 'overlays'));
   writeFileSync(join(dir, 'overlays', 'x.dtbo'), Buffer.alloc(5000, 7));
   await run('mcopy', ['-s', '-i', `${img}@@${10240 * 512}`, join(dir, 'config.txt'), join(dir, 'overlays'), '::'], { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
-  const dev = await FileBlockDevice.open(img, { readOnly: true });
-  t.after(() => dev.close());
-  const r = new PiImageResolver(new Map([['ABCDEF01', { device: dev }]]));
+  const blankImg = join(dir, 'blank.img');
+  writeFileSync(blankImg, Buffer.alloc(1 << 20));
+  const pool = new ImagePool();
+  t.after(() => pool.close());
+  const registry = (pis: string): Registry => {
+    const c = parseConfig(`server: { stateDir: ${dir} }
+images: { pi: { path: ${img}, mode: readonly }, blank: { path: ${blankImg}, mode: readonly } }
+pis: ${pis}
+`, join(dir, 'netbootd.yaml'));
+    assert.ok(c.ok, c.ok ? '' : c.errors.map((e) => e.message).join('\n'));
+    return new Registry(c.config, pool, new ClientTable());
+  };
+  const r = registry('{ ABCDEF01: { image: pi }, "00000000": { image: blank } }');
   const req = (path: string) => ({ address: '10.0.0.5', port: 1, path });
   const a = await r.resolve(req('abcdef01/config.txt'));
   assert.ok(a);
@@ -82,10 +94,9 @@ test('PiImageResolver: serial/path from the FAT partition; serial case-insensiti
   assert.equal(await r.resolve(req('abcdef01/overlays')), null, 'a directory is not a file');
   assert.equal(await r.resolve(req('config.txt')), null);
   assert.equal(await r.resolve(req('notaserial/config.txt')), null);
-  // An explicit partition that is not FAT: the resolver rejects (the server logs it and answers not found).
-  const wrong = new PiImageResolver((serial) => (serial === 'abcdef01' ? { device: dev, partition: 1 } : null));
+  // An explicit partition that is not FAT: the registry rejects (the server logs it and answers not found).
+  const wrong = registry('{ abcdef01: { image: pi, partition: 1 } }');
   await assert.rejects(wrong.resolve(req('abcdef01/config.txt')));
   // A device with no FAT at all.
-  const blank = new PiImageResolver(new Map([['00000000', { device: new MemoryBlockDevice(Buffer.alloc(1 << 20)) }]]));
-  await assert.rejects(blank.resolve(req('00000000/config.txt')));
+  await assert.rejects(r.resolve(req('00000000/config.txt')));
 });
