@@ -204,7 +204,7 @@ export const configSchema = s.object(
             description: 'readwrite: one client writes the image; readonly; cow: each client writes its own overlay',
           }),
           export: s.string({ description: 'NBD export name (default: the image name)' }),
-          bootPartition: s.integer({ minimum: 1, maximum: 128, description: 'Partition TFTP serves (default: the first FAT partition)' }),
+          bootPartition: s.integer({ minimum: 1, maximum: 128, description: 'Partition TFTP serves (default: the first FAT-typed partition, else the first holding a FAT file system; prep --config records the one it edited)' }),
           allow: s.array(s.string({ check: checkCidr }), { description: 'Client addresses/CIDRs allowed to use the NBD export (default: all)' }),
           shared: s.boolean({ default: false, description: 'Let several clients open a readwrite export at once' }),
           tls: s.boolean({ default: false, description: 'Require TLS for this export (needs nbd.tls)' }),
