@@ -6,7 +6,8 @@
  *   netbootd rm [-r] IMAGE PART:/path
  *   netbootd mkdir [-p] IMAGE PART:/path
  *
- * Writes go through the image's BlockDevice and the FAT writer (src/fat/writer.ts).
+ * Writes go through the image's BlockDevice and the FAT writer (src/fat/writer.ts), which also answers the
+ * lookups a write needs (`stat`); copies out read through a `FatVolume`.
  */
 import { mkdir as mkdirHost, stat } from 'node:fs/promises';
 import fs from 'node:fs';
@@ -49,26 +50,23 @@ async function partitionOf(image: string, dev: BlockDevice, part: number): Promi
   }
 }
 
-async function withWriter(image: string, where: string, fn: (w: FatWriter, path: string, vol: FatVolume) => Promise<void>): Promise<void> {
+async function withWriter(image: string, where: string, fn: (w: FatWriter, path: string) => Promise<void>): Promise<void> {
   const target = parseWhere(where);
   const dev = await openDevice(image, false);
   try {
     const win = await partitionOf(image, dev, target.part);
     const name = target.part === 0 ? image : `${image}:${target.part}`;
     let w: FatWriter;
-    let vol: FatVolume;
     try {
       w = await FatWriter.open(win, { name });
-      vol = await FatVolume.open(win, { name });
     } catch (e) {
       throw new CliError(`${name} is not a FAT file system: ${messageOf(e).replace(`${name}: `, '')}`);
     }
     try {
-      await fn(w, target.path, vol);
+      await fn(w, target.path);
       await w.flush();
     } finally {
       w.close();
-      vol.close();
     }
     await flushDevice(dev);
   } catch (e) {
@@ -79,9 +77,9 @@ async function withWriter(image: string, where: string, fn: (w: FatWriter, path:
   }
 }
 
-async function isDir(vol: FatVolume, path: string): Promise<boolean> {
+async function isDir(w: FatWriter, path: string): Promise<boolean> {
   try {
-    return (await vol.stat(path)).isDirectory;
+    return (await w.stat(path)).isDirectory;
   } catch (e) {
     if (e instanceof NotFoundError) return false;
     throw e;
@@ -99,9 +97,9 @@ async function copyIn(src: string, image: string, where: string): Promise<void> 
   } catch {
     throw new CliError(`${src}: no such file or directory`);
   }
-  await withWriter(image, where, async (w, path, vol) => {
+  await withWriter(image, where, async (w, path) => {
     // Into an existing directory (or a path ending with '/'): keep the source's name.
-    const dest = path.endsWith('/') || (await isDir(vol, path)) ? joinFat(path, basename(src)) : path;
+    const dest = path.endsWith('/') || (await isDir(w, path)) ? joinFat(path, basename(src)) : path;
     if (st.isDirectory()) {
       const { dirs, files } = await expandCopies([`${src}:${dest}`]);
       for (const d of dirs) await w.mkdir(d, { parents: true });
@@ -192,9 +190,9 @@ export function registerFsCommands(program: Command): void {
     .argument('<where>', 'PART:/path, e.g. 1:/initrd.img')
     .option('-r, --recursive', 'remove directories and what they hold')
     .action(async (image: string, where: string, opts: { recursive?: boolean }) => {
-      await withWriter(image, where, async (w, path, vol) => {
+      await withWriter(image, where, async (w, path) => {
         if (path.replace(/\/+/g, '/') === '/') throw new CliError('refusing to remove the root directory');
-        if (await isDir(vol, path)) {
+        if (await isDir(w, path)) {
           if (opts.recursive) await w.removeTree(path);
           else await w.rmdir(path);
         } else await w.remove(path);

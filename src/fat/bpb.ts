@@ -32,6 +32,10 @@ export interface Bpb {
   readonly rootCluster: number;
   /** FAT32: which FAT copy is in use (BPB_ExtFlags); 0 when the FATs are mirrored. */
   readonly activeFat: number;
+  /** False when FAT32 mirroring is off (BPB_ExtFlags bit 7): only the active FAT is written. */
+  readonly fatMirrored: boolean;
+  /** FAT32: the sector of the FSInfo structure (BPB_FSInfo), 0 when there is none inside the reserved area. */
+  readonly fsInfoSector: number;
   /** From the extended boot record when its signature (0x29) is present, else undefined. */
   readonly volumeId: number | undefined;
   /** The BPB volume label, trimmed (may be 'NO NAME'), '' when the extended record is missing. */
@@ -122,6 +126,8 @@ export function parseBootSector(buf: Buffer, deviceSize?: number): Result<Bpb> {
 
   let rootCluster = 0;
   let activeFat = 0;
+  let fatMirrored = true;
+  let fsInfoSector = 0;
   const ext = type === 'FAT32' ? 64 : 36; // offset of the drive number in the extended boot record
   if (type === 'FAT32') {
     if (rootEntries !== 0) return bad('root entries', `is ${rootEntries}, must be 0 on FAT32`);
@@ -129,12 +135,15 @@ export function parseBootSector(buf: Buffer, deviceSize?: number): Result<Bpb> {
     if (clusterCount > 0x0ffffff4) return bad('cluster count', `${clusterCount} is too large for FAT32`);
     const extFlags = buf.readUInt16LE(40);
     if (extFlags & 0x80) {
+      fatMirrored = false;
       activeFat = extFlags & 0x0f;
       if (activeFat >= numFats) return bad('active FAT', `${activeFat} is not below the FAT count ${numFats}`);
     }
     const version = buf.readUInt16LE(42);
     if (version !== 0) return bad('FAT32 version', `0x${version.toString(16)} is not 0`);
     rootCluster = buf.readUInt32LE(44);
+    const fsInfo = buf.readUInt16LE(48);
+    if (fsInfo !== 0xffff && fsInfo < reservedSectors) fsInfoSector = fsInfo;
     if (rootCluster < 2 || rootCluster > clusterCount + 1) {
       return bad('root cluster', `${rootCluster} is outside 2..${clusterCount + 1}`);
     }
@@ -174,6 +183,8 @@ export function parseBootSector(buf: Buffer, deviceSize?: number): Result<Bpb> {
     hiddenSectors,
     rootCluster,
     activeFat,
+    fatMirrored,
+    fsInfoSector,
     volumeId,
     bpbLabel,
     fsTypeString,
@@ -187,6 +198,35 @@ export function parseBootSector(buf: Buffer, deviceSize?: number): Result<Bpb> {
     dataOffset: metaSectors * bytesPerSector,
     volumeBytes,
   });
+}
+
+/** Byte offset, inside the FSInfo sector, of its free-cluster count (then the next-free hint), both 32-bit. */
+export const FSINFO_COUNTS = 488;
+
+/** The next-free hint of an FSInfo sector (its first 512 bytes), or undefined when its signatures are wrong. */
+export function parseFsInfo(buf: Buffer): { nextFree: number } | undefined {
+  if (buf.length < 512) return undefined;
+  if (buf.readUInt32LE(0) !== 0x41615252 || buf.readUInt32LE(484) !== 0x61417272 || buf.readUInt32LE(508) !== 0xaa550000) return undefined;
+  return { nextFree: buf.readUInt32LE(FSINFO_COUNTS + 4) };
+}
+
+/** The 8 bytes written at `FSINFO_COUNTS`: the free-cluster count and the next-free hint. */
+export function encodeFsInfoCounts(freeCount: number, nextFree: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(freeCount, 0);
+  b.writeUInt32LE(nextFree, 4);
+  return b;
+}
+
+/** Byte offset of cluster `c` (2..maxCluster) in the volume. */
+export function clusterOffset(bpb: Bpb, c: number): number {
+  return bpb.dataOffset + (c - 2) * bpb.clusterSize;
+}
+
+/** The byte range [start, end) of every FAT copy: a device write inside it changes the FAT. */
+export function fatArea(bpb: Bpb): [number, number] {
+  const start = bpb.reservedSectors * bpb.bytesPerSector;
+  return [start, start + bpb.numFats * bpb.fatBytes];
 }
 
 /** True when these bytes (the first sector of a partition) look like a valid FAT boot sector. */

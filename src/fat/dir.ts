@@ -1,7 +1,13 @@
 /**
- * FAT directory entries: a pure codec over the bytes of one whole directory (the fixed root, or the
- * concatenated clusters of a directory's chain).
+ * FAT directory entries, in two layers:
  *
+ * - The slot codec: one 32-byte slot ↔ its fields (`ShortSlot` for an 8.3 entry, `LongSlot` for a VFAT
+ *   long-name part), decoded and encoded by the same offsets, losslessly: encoding a decoded slot gives
+ *   back its bytes. The writer builds and edits entries only through it.
+ * - `parseDirectory`: the entries of one whole directory (the fixed root, or the concatenated clusters of a
+ *   directory's chain), built from decoded slots.
+ *
+ * What `parseDirectory` makes of the slots:
  * - 8.3 names, with 0x05 as first byte meaning 0xE5 and the Windows NT lowercase bits (byte 12: 0x08
  *   lowercase base, 0x10 lowercase extension). Bytes >= 0x80 are decoded as code page 850, the default
  *   of mtools (so that names compare equal with `mdir`).
@@ -56,11 +62,12 @@ function oemChar(b: number): string {
   return String.fromCharCode(b);
 }
 
-function oemString(buf: Buffer, start: number, end: number, lower: boolean): string {
+/** Characters [start, end) of an 8.3 name (latin1, as decoded), shown in code page 850, trailing spaces dropped. */
+function oemString(name: string, start: number, end: number, lower: boolean): string {
   let s = '';
   for (let i = start; i < end; i++) {
-    let b = buf[i]!;
-    if (i === start && b === 0x05) b = 0xe5;
+    let b = name.charCodeAt(i);
+    if (i === 0 && b === 0x05) b = 0xe5;
     if (lower && b >= 0x41 && b <= 0x5a) b += 0x20;
     s += oemChar(b);
   }
@@ -87,8 +94,220 @@ export function decodeTimestamp(date: number, time: number, centis = 0, zeroIsNo
   return new Date(Date.UTC(year, month - 1, day, hour, minute, second, ms));
 }
 
-// Character offsets of the 13 UTF-16 code units in a long-name entry.
+/** A FAT date/time pair with 10 ms units, from the UTC fields of `d` (clamped to 1980..2107). */
+export function encodeTimestamp(d: Date): { date: number; time: number; centis: number } {
+  let t = d.getTime();
+  if (!Number.isFinite(t)) t = Date.UTC(1980, 0, 1);
+  t = Math.min(Math.max(t, Date.UTC(1980, 0, 1)), Date.UTC(2107, 11, 31, 23, 59, 59, 990));
+  const x = new Date(t);
+  const date = ((x.getUTCFullYear() - 1980) << 9) | ((x.getUTCMonth() + 1) << 5) | x.getUTCDate();
+  const time = (x.getUTCHours() << 11) | (x.getUTCMinutes() << 5) | (x.getUTCSeconds() >>> 1);
+  const centis = (x.getUTCSeconds() & 1) * 100 + Math.floor(x.getUTCMilliseconds() / 10);
+  return { date, time, centis };
+}
+
+// -----------------------------------------------------------------------------------------------------------
+// The slot codec
+
+/** An 8.3 entry, field by field (byte offsets in the comments). */
+export interface ShortSlot {
+  readonly kind: 'short';
+  /** 0..10: the 8.3 name's 11 bytes as latin1 (first byte 0xE5: deleted, 0x00: end, 0x05: stands for 0xE5). */
+  name: string;
+  /** 11 */
+  attributes: number;
+  /** 12: Windows NT case bits (0x08 lowercase base, 0x10 lowercase extension). */
+  ntCase: number;
+  /** 13: creation time, 10 ms units (0..199). */
+  createCentis: number;
+  /** 14 */
+  createTime: number;
+  /** 16 */
+  createDate: number;
+  /** 18 */
+  accessDate: number;
+  /** 20: high 16 bits of the first cluster (FAT32; FAT12/16 do not use it). */
+  clusterHigh: number;
+  /** 22 */
+  writeTime: number;
+  /** 24 */
+  writeDate: number;
+  /** 26: low 16 bits of the first cluster. */
+  clusterLow: number;
+  /** 28 */
+  size: number;
+}
+
+/** One part of a VFAT long name, field by field. */
+export interface LongSlot {
+  readonly kind: 'long';
+  /** 0: the part's ordinal (1..20), flagged 0x40 on the last part (which comes first on disk); 0xE5: deleted. */
+  order: number;
+  /** 11: 0x0F (the top two bits as stored). */
+  attributes: number;
+  /** 12: 0. */
+  type: number;
+  /** 13: checksum of the 8.3 name the long name belongs to. */
+  checksum: number;
+  /** 1..10, 14..25, 28..31: the part's 13 UTF-16 code units. */
+  units: number[];
+  /** 26: 0. */
+  cluster: number;
+}
+
+export type Slot = ShortSlot | LongSlot;
+
+/** First byte of a deleted slot. */
+export const SLOT_DELETED = 0xe5;
+/** First byte of the slot that ends the directory (it and every slot after it are free). */
+export const SLOT_END = 0x00;
+
+/** True when the slot at `off` is free: deleted, or at or past the end of the directory. */
+export function isFreeSlot(buf: Buffer, off: number): boolean {
+  const b = buf[off];
+  return b === SLOT_DELETED || b === SLOT_END;
+}
+
+/** Marks the slot at `off` deleted (its other bytes stay, as every FAT implementation leaves them). */
+export function deleteSlot(buf: Buffer, off: number): void {
+  buf[off] = SLOT_DELETED;
+}
+
+// Byte offsets of the 13 UTF-16 code units in a long-name slot.
 const LFN_OFFSETS = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+/** UTF-16 code units per long-name slot. */
+const LFN_UNITS = 13;
+
+/** True when the slot at `off` is a long-name part (attributes 0x0F in the low six bits). */
+export function isLongSlot(buf: Buffer, off: number): boolean {
+  return (buf[off + 11]! & 0x3f) === ATTR_LONG_NAME;
+}
+
+export function decodeShortSlot(buf: Buffer, off: number): ShortSlot {
+  return {
+    kind: 'short',
+    name: buf.toString('latin1', off, off + 11),
+    attributes: buf[off + 11]!,
+    ntCase: buf[off + 12]!,
+    createCentis: buf[off + 13]!,
+    createTime: buf.readUInt16LE(off + 14),
+    createDate: buf.readUInt16LE(off + 16),
+    accessDate: buf.readUInt16LE(off + 18),
+    clusterHigh: buf.readUInt16LE(off + 20),
+    writeTime: buf.readUInt16LE(off + 22),
+    writeDate: buf.readUInt16LE(off + 24),
+    clusterLow: buf.readUInt16LE(off + 26),
+    size: buf.readUInt32LE(off + 28),
+  };
+}
+
+export function decodeLongSlot(buf: Buffer, off: number): LongSlot {
+  const units = new Array<number>(LFN_UNITS);
+  for (let k = 0; k < LFN_UNITS; k++) units[k] = buf.readUInt16LE(off + LFN_OFFSETS[k]!);
+  return {
+    kind: 'long',
+    order: buf[off]!,
+    attributes: buf[off + 11]!,
+    type: buf[off + 12]!,
+    checksum: buf[off + 13]!,
+    units,
+    cluster: buf.readUInt16LE(off + 26),
+  };
+}
+
+/** The slot at `off`, as a long-name part or an 8.3 entry (free and deleted slots decode too). */
+export function decodeSlot(buf: Buffer, off: number): Slot {
+  return isLongSlot(buf, off) ? decodeLongSlot(buf, off) : decodeShortSlot(buf, off);
+}
+
+/** Writes `slot` as the 32 bytes at `off`. */
+export function encodeSlot(slot: Slot, buf: Buffer, off: number): void {
+  if (slot.kind === 'short') {
+    buf.write(slot.name.padEnd(11, ' ').slice(0, 11), off, 11, 'latin1');
+    buf[off + 11] = slot.attributes;
+    buf[off + 12] = slot.ntCase;
+    buf[off + 13] = slot.createCentis;
+    buf.writeUInt16LE(slot.createTime, off + 14);
+    buf.writeUInt16LE(slot.createDate, off + 16);
+    buf.writeUInt16LE(slot.accessDate, off + 18);
+    buf.writeUInt16LE(slot.clusterHigh, off + 20);
+    buf.writeUInt16LE(slot.writeTime, off + 22);
+    buf.writeUInt16LE(slot.writeDate, off + 24);
+    buf.writeUInt16LE(slot.clusterLow, off + 26);
+    buf.writeUInt32LE(slot.size, off + 28);
+    return;
+  }
+  buf[off] = slot.order;
+  for (let k = 0; k < LFN_UNITS; k++) buf.writeUInt16LE(slot.units[k] ?? 0, off + LFN_OFFSETS[k]!);
+  buf[off + 11] = slot.attributes;
+  buf[off + 12] = slot.type;
+  buf[off + 13] = slot.checksum;
+  buf.writeUInt16LE(slot.cluster, off + 26);
+}
+
+/** An 8.3 entry named `name` (11 bytes, latin1) with every other field 0. */
+export function newShortSlot(name: string): ShortSlot {
+  return {
+    kind: 'short', name, attributes: 0, ntCase: 0, createCentis: 0, createTime: 0, createDate: 0, accessDate: 0,
+    clusterHigh: 0, writeTime: 0, writeDate: 0, clusterLow: 0, size: 0,
+  };
+}
+
+/** The first cluster of an 8.3 entry (FAT12/16 ignore the high word). */
+export function slotCluster(s: ShortSlot, fat32: boolean): number {
+  return (fat32 ? s.clusterHigh * 0x10000 : 0) + s.clusterLow;
+}
+
+/** Sets the first cluster of an 8.3 entry (the high word stays 0 on FAT12/16). */
+export function setSlotCluster(s: ShortSlot, cluster: number, fat32: boolean): void {
+  s.clusterHigh = fat32 ? cluster >>> 16 : 0;
+  s.clusterLow = cluster & 0xffff;
+}
+
+/** Stamps the modification and access times (and with `created`, the creation time) from `when`. */
+export function stampSlot(s: ShortSlot, when: Date, created: boolean): void {
+  const t = encodeTimestamp(when);
+  if (created) {
+    s.createCentis = t.centis;
+    s.createTime = t.time;
+    s.createDate = t.date;
+  }
+  s.accessDate = t.date;
+  s.writeTime = t.time;
+  s.writeDate = t.date;
+}
+
+/** The long-name slots of `name` for the 8.3 name `short` (11 bytes), in on-disk order (highest ordinal first). */
+export function longNameSlots(name: string, short: Buffer): LongSlot[] {
+  const units: number[] = [];
+  for (let i = 0; i < name.length; i++) units.push(name.charCodeAt(i));
+  const count = Math.ceil(units.length / LFN_UNITS);
+  if (units.length % LFN_UNITS !== 0) {
+    units.push(0);
+    while (units.length % LFN_UNITS !== 0) units.push(0xffff);
+  }
+  const checksum = shortNameChecksum(short, 0);
+  const out: LongSlot[] = [];
+  for (let k = 0; k < count; k++) {
+    const ord = count - k; // on disk, the last part first
+    out.push({
+      kind: 'long', order: ord | (k === 0 ? 0x40 : 0), attributes: ATTR_LONG_NAME, type: 0, checksum,
+      units: units.slice((ord - 1) * LFN_UNITS, ord * LFN_UNITS), cluster: 0,
+    });
+  }
+  return out;
+}
+
+/** The long-name slots of `name` for the 8.3 name `short`, encoded. */
+export function longNameEntries(name: string, short: Buffer): Buffer {
+  const slots = longNameSlots(name, short);
+  const out = Buffer.alloc(slots.length * DIR_ENTRY_SIZE);
+  slots.forEach((s, k) => encodeSlot(s, out, k * DIR_ENTRY_SIZE));
+  return out;
+}
+
+// -----------------------------------------------------------------------------------------------------------
+// Whole directories
 
 interface LfnRun {
   checksum: number;
@@ -134,22 +353,21 @@ export function parseDirectory(buf: Buffer, opts: ParseDirectoryOptions): Result
   for (let i = 0; i < count; i++) {
     const off = i * DIR_ENTRY_SIZE;
     const first = buf[off]!;
-    if (first === 0x00) break; // end of directory
-    if (first === 0xe5) {
+    if (first === SLOT_END) break;
+    if (first === SLOT_DELETED) {
       run = undefined;
       continue;
     }
-    const attr = buf[off + 11]!;
-    if ((attr & 0x3f) === ATTR_LONG_NAME) {
+    if (isLongSlot(buf, off)) {
+      const part = decodeLongSlot(buf, off);
       const ord = first & 0x1f;
-      const checksum = buf[off + 13]!;
       if (first & 0x40) {
         // The last (highest) part comes first on disk and starts a new run.
-        run = ord >= 1 && ord <= 20 ? { checksum, expect: ord - 1, units: new Array<number>(ord * 13).fill(0) } : undefined;
+        run = ord >= 1 && ord <= 20 ? { checksum: part.checksum, expect: ord - 1, units: new Array<number>(ord * LFN_UNITS).fill(0) } : undefined;
         if (run === undefined) continue;
-        for (let k = 0; k < 13; k++) run.units[(ord - 1) * 13 + k] = buf.readUInt16LE(off + LFN_OFFSETS[k]!);
-      } else if (run !== undefined && ord === run.expect && ord >= 1 && checksum === run.checksum) {
-        for (let k = 0; k < 13; k++) run.units[(ord - 1) * 13 + k] = buf.readUInt16LE(off + LFN_OFFSETS[k]!);
+        for (let k = 0; k < LFN_UNITS; k++) run.units[(ord - 1) * LFN_UNITS + k] = part.units[k]!;
+      } else if (run !== undefined && ord === run.expect && ord >= 1 && part.checksum === run.checksum) {
+        for (let k = 0; k < LFN_UNITS; k++) run.units[(ord - 1) * LFN_UNITS + k] = part.units[k]!;
         run.expect = ord - 1;
       } else {
         run = undefined; // out of order or a different checksum: orphaned
@@ -158,14 +376,16 @@ export function parseDirectory(buf: Buffer, opts: ParseDirectoryOptions): Result
     }
 
     // An 8.3 entry.
+    const slot = decodeShortSlot(buf, off);
     const lfn = run;
     run = undefined;
+    const attr = slot.attributes;
     const isLabel = (attr & ATTR_VOLUME_ID) !== 0 && (attr & ATTR_DIRECTORY) === 0;
-    const nt = buf[off + 12]!;
-    const base = oemString(buf, off, off + 8, !isLabel && (nt & 0x08) !== 0);
-    const ext = oemString(buf, off + 8, off + 11, !isLabel && (nt & 0x10) !== 0);
-    const baseStored = oemString(buf, off, off + 8, false);
-    const extStored = oemString(buf, off + 8, off + 11, false);
+    const nt = slot.ntCase;
+    const base = oemString(slot.name, 0, 8, !isLabel && (nt & 0x08) !== 0);
+    const ext = oemString(slot.name, 8, 11, !isLabel && (nt & 0x10) !== 0);
+    const baseStored = oemString(slot.name, 0, 8, false);
+    const extStored = oemString(slot.name, 8, 11, false);
     let kind: DirEntryKind;
     let shortName: string;
     let display: string;
@@ -188,19 +408,17 @@ export function parseDirectory(buf: Buffer, opts: ParseDirectoryOptions): Result
         hasLongName = true;
       }
     }
-    const hi = opts.fat32 ? buf.readUInt16LE(off + 20) : 0;
-    const firstCluster = hi * 0x10000 + buf.readUInt16LE(off + 26);
     out.push({
       kind,
       name,
       shortName,
       hasLongName,
       attributes: attr,
-      firstCluster,
-      size: kind === 'file' ? buf.readUInt32LE(off + 28) : 0,
-      mtime: decodeTimestamp(buf.readUInt16LE(off + 24), buf.readUInt16LE(off + 22))!,
-      ctime: decodeTimestamp(buf.readUInt16LE(off + 16), buf.readUInt16LE(off + 14), buf[off + 13]!, true),
-      atime: decodeTimestamp(buf.readUInt16LE(off + 18), 0, 0, true),
+      firstCluster: slotCluster(slot, opts.fat32),
+      size: kind === 'file' ? slot.size : 0,
+      mtime: decodeTimestamp(slot.writeDate, slot.writeTime)!,
+      ctime: decodeTimestamp(slot.createDate, slot.createTime, slot.createCentis, true),
+      atime: decodeTimestamp(slot.accessDate, 0, 0, true),
       index: i,
     });
   }

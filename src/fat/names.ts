@@ -1,12 +1,11 @@
 /**
- * Names for the FAT writer (pure, no I/O): long-name validation, the 8.3 short name of a long name (with
+ * Names for the FAT writer (pure, no I/O): long-name validation, and the 8.3 short name of a long name (with
  * the Windows NT lowercase bits when the name fits 8.3 in one case per part, else a `~N` numeric tail made
- * unique in its directory), the VFAT long-name entries with the checksum, and timestamp encoding.
+ * unique in its directory). The long-name slots themselves are encoded by dir.ts.
  *
  * Short names are written with ASCII characters only: any other character becomes '_' and makes the
  * conversion lossy (so a long name is stored), which keeps short names independent of code pages.
  */
-import { shortNameChecksum, DIR_ENTRY_SIZE, ATTR_LONG_NAME } from './dir.js';
 
 /** The longest VFAT name, in UTF-16 code units. */
 export const MAX_LONG_NAME = 255;
@@ -123,41 +122,4 @@ export function makeShortName(name: string, taken: ReadonlySet<string>): ShortNa
     if (!taken.has(shortKey(raw))) return { raw, ntCase: 0, needsLongName: true };
   }
   throw new Error(`no free short name for \`${name}\``);
-}
-
-const LFN_OFFSETS = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
-
-/** The VFAT entries of `name` for the 8.3 name `raw`, in on-disk order (highest ordinal first). */
-export function longNameEntries(name: string, raw: Buffer): Buffer {
-  const units: number[] = [];
-  for (let i = 0; i < name.length; i++) units.push(name.charCodeAt(i));
-  const count = Math.ceil(units.length / 13);
-  if (units.length % 13 !== 0) {
-    units.push(0);
-    while (units.length % 13 !== 0) units.push(0xffff);
-  }
-  const sum = shortNameChecksum(raw, 0);
-  const out = Buffer.alloc(count * DIR_ENTRY_SIZE);
-  for (let k = 0; k < count; k++) {
-    const ord = count - k; // on disk, the last part first
-    const off = k * DIR_ENTRY_SIZE;
-    out[off] = ord | (k === 0 ? 0x40 : 0);
-    out[off + 11] = ATTR_LONG_NAME;
-    out[off + 12] = 0;
-    out[off + 13] = sum;
-    for (let j = 0; j < 13; j++) out.writeUInt16LE(units[(ord - 1) * 13 + j]!, off + LFN_OFFSETS[j]!);
-  }
-  return out;
-}
-
-/** A FAT date/time pair with 10 ms units, from the UTC fields of `d` (clamped to 1980..2107). */
-export function encodeTimestamp(d: Date): { date: number; time: number; centis: number } {
-  let t = d.getTime();
-  if (!Number.isFinite(t)) t = Date.UTC(1980, 0, 1);
-  t = Math.min(Math.max(t, Date.UTC(1980, 0, 1)), Date.UTC(2107, 11, 31, 23, 59, 59, 990));
-  const x = new Date(t);
-  const date = ((x.getUTCFullYear() - 1980) << 9) | ((x.getUTCMonth() + 1) << 5) | x.getUTCDate();
-  const time = (x.getUTCHours() << 11) | (x.getUTCMinutes() << 5) | (x.getUTCSeconds() >>> 1);
-  const centis = (x.getUTCSeconds() & 1) * 100 + Math.floor(x.getUTCMilliseconds() / 10);
-  return { date, time, centis };
 }

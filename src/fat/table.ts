@@ -3,9 +3,10 @@
  * (runs of contiguous clusters), so that a file's chain is walked once per open, not once per read.
  *
  * The FAT is cached in chunks (the whole used part of a FAT12/16 table, 64 KiB chunks of a FAT32 table),
- * bounded by an LRU. Every walk is bounded: by the number of clusters a file needs, by the 65536-entry
- * limit of a directory, and never past the cluster count; a cluster reached twice (a cycle inside the
- * walked part) is a `CorruptError`.
+ * bounded by an LRU. One chain walker (`ChainWalk`) serves this cache and the writer's in-memory FAT.
+ * Every walk is bounded: by the number of clusters a file needs, by the 65536-entry limit of a directory,
+ * and never past the cluster count; a cluster reached twice (a cycle inside the walked part) is a
+ * `CorruptError`.
  */
 import type { BlockDevice } from '../disk/blockdev.js';
 import { CorruptError } from '../util/errors.js';
@@ -24,7 +25,7 @@ export interface Extent {
 export function fatEntry(type: FatType, buf: Buffer, cluster: number, base = 0): number {
   switch (type) {
     case 'FAT12': {
-      const off = cluster + (cluster >>> 1) - base;
+      const off = entryOffset(type, cluster) - base;
       const v = buf[off]! | (buf[off + 1]! << 8);
       return cluster & 1 ? v >>> 4 : v & 0xfff;
     }
@@ -42,7 +43,7 @@ export function fatEntry(type: FatType, buf: Buffer, cluster: number, base = 0):
 export function setFatEntry(type: FatType, buf: Buffer, cluster: number, value: number, base = 0): void {
   switch (type) {
     case 'FAT12': {
-      const off = cluster + (cluster >>> 1) - base;
+      const off = entryOffset(type, cluster) - base;
       const v = buf[off]! | (buf[off + 1]! << 8);
       const nv = cluster & 1 ? (v & 0x000f) | ((value & 0xfff) << 4) : (v & 0xf000) | (value & 0xfff);
       buf[off] = nv & 0xff;
@@ -66,18 +67,21 @@ export function endOfChain(type: FatType): number {
   return type === 'FAT12' ? 0xfff : type === 'FAT16' ? 0xffff : 0x0fffffff;
 }
 
+/** Byte offset, in the FAT, of the entry of `cluster`. */
+export function entryOffset(type: FatType, cluster: number): number {
+  return type === 'FAT12' ? cluster + (cluster >>> 1) : type === 'FAT16' ? cluster * 2 : cluster * 4;
+}
+
 /** The byte range [start, end) of the FAT that holds the entry of `cluster`. */
 export function entryByteRange(type: FatType, cluster: number): [number, number] {
-  switch (type) {
-    case 'FAT12': {
-      const off = cluster + (cluster >>> 1);
-      return [off, off + 2];
-    }
-    case 'FAT16':
-      return [cluster * 2, cluster * 2 + 2];
-    case 'FAT32':
-      return [cluster * 4, cluster * 4 + 4];
-  }
+  const off = entryOffset(type, cluster);
+  return [off, off + (type === 'FAT32' ? 4 : 2)];
+}
+
+/** Bytes of the FAT that hold the entries of clusters 0..maxCluster (never more than one FAT). */
+export function fatUsedBytes(bpb: Pick<Bpb, 'type' | 'maxCluster' | 'fatBytes'>): number {
+  const n = bpb.maxCluster + 1;
+  return Math.min(bpb.fatBytes, bpb.type === 'FAT12' ? Math.ceil((n * 3) / 2) + 1 : bpb.type === 'FAT16' ? n * 2 : n * 4);
 }
 
 /** End-of-chain values: 0xFF8.., 0xFFF8.., 0x0FFFFFF8.. */
@@ -113,6 +117,94 @@ export interface ChainOptions {
   readonly what: string;
 }
 
+/** A walked chain: its extents, and how many clusters they hold. */
+export interface Chain {
+  extents: Extent[];
+  clusters: number;
+}
+
+/**
+ * The checks and bookkeeping of one chain walk, fed one FAT entry at a time, so that the chunk-cached
+ * reader and the writer's in-memory FAT walk chains the same way: `follow(entry of cur)` until it returns
+ * false, then `result()`. Fails with `CorruptError` on a start outside the volume, a free/reserved/bad/
+ * out-of-range link, a cycle, or (onLonger 'error') a chain longer than `limit`. A chain that ends
+ * before `limit` is returned as is: the caller decides.
+ */
+export class ChainWalk {
+  /** The cluster whose FAT entry `follow` wants next. */
+  cur: number;
+  private walked = 1;
+  private runStart: number;
+  private runLen = 1;
+  private readonly extents: Extent[] = [];
+  private readonly limit: number;
+
+  constructor(
+    private readonly bpb: Pick<Bpb, 'type' | 'maxCluster' | 'clusterCount'>,
+    start: number,
+    private readonly opts: ChainOptions,
+    private readonly volumeName: string,
+  ) {
+    const max = bpb.maxCluster;
+    if (!Number.isInteger(start) || start < 2 || start > max) {
+      throw new CorruptError('EBADCLUSTER', `${volumeName}: ${opts.what} starts at cluster ${start}, outside 2..${max}`);
+    }
+    this.cur = start;
+    this.runStart = start;
+    this.limit = Math.min(opts.limit, bpb.clusterCount);
+  }
+
+  /** Takes the FAT entry of `cur`; true when the chain goes on (`cur` is then the next cluster). */
+  follow(next: number): boolean {
+    const { type, maxCluster } = this.bpb;
+    if (isEndOfChain(type, next)) return false;
+    if (next < 2 || next > maxCluster || isBadCluster(type, next)) {
+      const what = next === 0 ? 'a free cluster' : isBadCluster(type, next) ? 'a bad-cluster mark' : `cluster ${next}, outside 2..${maxCluster}`;
+      throw new CorruptError('EBADCHAIN', `${this.volumeName}: ${this.opts.what}: cluster ${this.cur} links to ${what}`);
+    }
+    if (this.walked >= this.limit) {
+      if (this.opts.onLonger === 'stop') return false;
+      throw new CorruptError('ELOOP', `${this.volumeName}: ${this.opts.what}: chain is longer than ${this.limit} clusters (a loop?)`);
+    }
+    this.walked++;
+    if (next === this.cur + 1) {
+      this.runLen++;
+    } else {
+      this.extents.push({ cluster: this.runStart, count: this.runLen });
+      this.runStart = next;
+      this.runLen = 1;
+    }
+    this.cur = next;
+    return true;
+  }
+
+  /** The chain walked so far; `CorruptError` ELOOP when it comes back on itself. */
+  result(): Chain {
+    const extents = this.extents;
+    extents.push({ cluster: this.runStart, count: this.runLen });
+    if (extentsOverlap(extents)) {
+      throw new CorruptError('ELOOP', `${this.volumeName}: ${this.opts.what}: cluster chain loops back on itself`);
+    }
+    return { extents, clusters: this.walked };
+  }
+}
+
+/** Walks a chain through a FAT that answers at once (`entryOf(cluster)`: the writer's FAT in memory). */
+export function walkChain(
+  bpb: Pick<Bpb, 'type' | 'maxCluster' | 'clusterCount'>, entryOf: (cluster: number) => number, start: number, opts: ChainOptions, volumeName: string,
+): Chain {
+  const w = new ChainWalk(bpb, start, opts, volumeName);
+  while (w.follow(entryOf(w.cur)));
+  return w.result();
+}
+
+/** The cluster numbers of `extents`, in chain order. */
+export function extentClusters(extents: readonly Extent[]): number[] {
+  const out: number[] = [];
+  for (const e of extents) for (let i = 0; i < e.count; i++) out.push(e.cluster + i);
+  return out;
+}
+
 const FAT32_CHUNK = 64 * 1024;
 
 export class FatTable {
@@ -129,11 +221,7 @@ export class FatTable {
     private readonly maxChunks = 128,
     private readonly volumeName = dev.name,
   ) {
-    const n = bpb.maxCluster + 1;
-    this.usedBytes = Math.min(
-      bpb.fatBytes,
-      bpb.type === 'FAT12' ? Math.ceil((n * 3) / 2) + 1 : bpb.type === 'FAT16' ? n * 2 : n * 4,
-    );
+    this.usedBytes = fatUsedBytes(bpb);
     // FAT12 entries straddle byte boundaries and FAT12/16 tables are small (< 128 KiB): one chunk.
     this.chunkBytes = bpb.type === 'FAT32' ? FAT32_CHUNK : this.usedBytes;
   }
@@ -179,63 +267,27 @@ export class FatTable {
     if (!Number.isInteger(cluster) || cluster < 0 || cluster > this.bpb.maxCluster) {
       throw new CorruptError('EBADCLUSTER', `${this.volumeName}: cluster ${cluster} is outside 0..${this.bpb.maxCluster}`);
     }
-    const [lo] = entryByteRange(this.bpb.type, cluster);
-    const index = Math.floor(lo / this.chunkBytes);
+    const index = Math.floor(entryOffset(this.bpb.type, cluster) / this.chunkBytes);
     const buf = this.chunks.get(index) ?? (await this.loadChunk(index));
     return fatEntry(this.bpb.type, buf, cluster, index * this.chunkBytes);
   }
 
-  /**
-   * Walks the chain from `start` and returns it as extents, with the number of clusters walked. Fails
-   * with `CorruptError` on a free/reserved/bad/out-of-range link, a cycle, or (onLonger 'error') a chain
-   * longer than `limit`. A chain that ends before `limit` is returned as is: the caller decides.
-   */
-  async chain(start: number, opts: ChainOptions): Promise<{ extents: Extent[]; clusters: number }> {
-    const { type, maxCluster } = this.bpb;
-    const name = this.volumeName;
-    if (!Number.isInteger(start) || start < 2 || start > maxCluster) {
-      throw new CorruptError('EBADCLUSTER', `${name}: ${opts.what} starts at cluster ${start}, outside 2..${maxCluster}`);
-    }
-    const limit = Math.min(opts.limit, this.bpb.clusterCount);
-    const extents: Extent[] = [];
+  /** Walks the chain from `start` into extents, reading the FAT through the chunk cache (see `ChainWalk`). */
+  async chain(start: number, opts: ChainOptions): Promise<Chain> {
+    const type = this.bpb.type;
     const chunkBytes = this.chunkBytes;
-    let runStart = start;
-    let runLen = 1;
-    let cur = start;
-    let walked = 1;
+    const walk = new ChainWalk(this.bpb, start, opts, this.volumeName);
     let chunkIndex = -1;
     let buf: Buffer | undefined;
-    for (;;) {
-      const [lo] = entryByteRange(type, cur);
-      const idx = Math.floor(lo / chunkBytes);
+    let next: number;
+    do {
+      const idx = Math.floor(entryOffset(type, walk.cur) / chunkBytes);
       if (idx !== chunkIndex || buf === undefined) {
         chunkIndex = idx;
         buf = this.chunks.get(idx) ?? (await this.loadChunk(idx));
       }
-      const next = fatEntry(type, buf, cur, idx * chunkBytes);
-      if (isEndOfChain(type, next)) break;
-      if (next < 2 || next > maxCluster || isBadCluster(type, next)) {
-        const what = next === 0 ? 'a free cluster' : isBadCluster(type, next) ? 'a bad-cluster mark' : `cluster ${next}, outside 2..${maxCluster}`;
-        throw new CorruptError('EBADCHAIN', `${name}: ${opts.what}: cluster ${cur} links to ${what}`);
-      }
-      if (walked >= limit) {
-        if (opts.onLonger === 'stop') break;
-        throw new CorruptError('ELOOP', `${name}: ${opts.what}: chain is longer than ${limit} clusters (a loop?)`);
-      }
-      walked++;
-      if (next === cur + 1) {
-        runLen++;
-      } else {
-        extents.push({ cluster: runStart, count: runLen });
-        runStart = next;
-        runLen = 1;
-      }
-      cur = next;
-    }
-    extents.push({ cluster: runStart, count: runLen });
-    if (extentsOverlap(extents)) {
-      throw new CorruptError('ELOOP', `${name}: ${opts.what}: cluster chain loops back on itself`);
-    }
-    return { extents, clusters: walked };
+      next = fatEntry(type, buf, walk.cur, idx * chunkBytes);
+    } while (walk.follow(next));
+    return walk.result();
   }
 }

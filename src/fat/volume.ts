@@ -18,36 +18,28 @@
  * Corruption never loops or crashes: chains are bounded and checked for cycles (see table.ts), a chain
  * shorter than the file's size is a `CorruptError` at open, a chain longer is cut at the file size (as
  * Linux and mtools do), and paths are bounded in depth.
+ *
+ * Paths, directory loading and lookups are tree.ts's, shared with the writer; this module adds the caches
+ * and the file sources.
  */
-import { readAt, type BlockDevice } from '../disk/blockdev.js';
+import type { BlockDevice } from '../disk/blockdev.js';
 import { CorruptError, IoError, NotFoundError } from '../util/errors.js';
 import type { FileSource, ReadCallback } from '../util/source.js';
-import { readBootSector, type Bpb, type FatType } from './bpb.js';
-import { ATTR_DIRECTORY, MAX_DIR_BYTES, parseDirectory, type DirEntry } from './dir.js';
+import { clusterOffset, fatArea, readBootSector, type Bpb, type FatType } from './bpb.js';
+import type { DirEntry } from './dir.js';
 import { BoundedLru } from './lru.js';
-import { FatTable, type Extent } from './table.js';
+import { FatTable, type Chain, type ChainOptions, type Extent } from './table.js';
+import {
+  ROOT, loadDirectory, pathOf, resolveParent, splitPath, statOf, subdirectory, type FatStat, type Listing,
+} from './tree.js';
 
 export type { Extent } from './table.js';
+export type { FatStat } from './tree.js';
+export { MAX_PATH_DEPTH } from './tree.js';
 
 export type { FatType } from './bpb.js';
 export { isFat } from './bpb.js';
 
-export interface FatStat {
-  /** Long name if present, else the 8.3 name as displayed (with NT lowercase bits applied). */
-  name: string;
-  /** 8.3 as stored, e.g. 'START4.ELF'. */
-  shortName: string;
-  isDirectory: boolean;
-  size: number;
-  mtime: Date;
-  ctime?: Date;
-  atime?: Date;
-  attributes: number;
-}
-
-/** Paths deeper than this are refused (a directory cycle cannot make a lookup run forever anyway). */
-export const MAX_PATH_DEPTH = 64;
-const MAX_PATH_LENGTH = 4096;
 const DIR_CACHE_ENTRIES = 256;
 const CHAIN_CACHE_ENTRIES = 256;
 /** About 200 bytes per parsed entry: at most ~40 MiB of directories, whatever the image claims. */
@@ -59,33 +51,6 @@ const READAHEAD_MAX_BYTES = 1024 * 1024;
 /** Device reads in flight for one request over a fragmented range (the thread pool has 4 threads). */
 const PIECES_IN_FLIGHT = 8;
 const READAHEAD_MAX_REQUEST = 64 * 1024;
-
-interface Directory {
-  entries: DirEntry[];
-  /** Upper-cased long and short names → entry (first wins). */
-  byName: Map<string, DirEntry>;
-}
-
-/** Cache key of the root directory (the fixed area on FAT12/16, the root cluster chain on FAT32). */
-const ROOT = 0;
-
-function toStat(e: DirEntry): FatStat {
-  const s: FatStat = {
-    name: e.name,
-    shortName: e.shortName,
-    isDirectory: e.kind === 'directory',
-    size: e.size,
-    mtime: e.mtime,
-    attributes: e.attributes,
-  };
-  if (e.ctime) s.ctime = e.ctime;
-  if (e.atime) s.atime = e.atime;
-  return s;
-}
-
-function fold(name: string): string {
-  return name.toUpperCase();
-}
 
 /** A file's bytes as extents in device coordinates; reads binary-search them. */
 class FatFileSource implements FileSource {
@@ -117,7 +82,7 @@ class FatFileSource implements FileSource {
     for (let i = 0; i < n; i++) {
       const e = extents[i]!;
       this.fileStart[i] = pos;
-      this.devStart[i] = bpb.dataOffset + (e.cluster - 2) * bpb.clusterSize;
+      this.devStart[i] = clusterOffset(bpb, e.cluster);
       this.extLen[i] = e.count * bpb.clusterSize;
       pos += this.extLen[i]!;
     }
@@ -236,10 +201,13 @@ export class FatVolume {
   readonly name: string;
   private readonly table: FatTable;
   /** Parsed directories by first cluster, bounded by count and by total entries. */
-  private readonly dirs = new BoundedLru<number, Directory>(DIR_CACHE_ENTRIES, DIR_CACHE_TOTAL_ENTRIES, (d) => d.entries.length + 1);
-  private readonly dirsPending = new Map<number, Promise<Directory>>();
+  private readonly dirs = new BoundedLru<number, Listing>(DIR_CACHE_ENTRIES, DIR_CACHE_TOTAL_ENTRIES, (d) => d.entries.length + 1);
+  private readonly dirsPending = new Map<number, Promise<Listing>>();
   /** Recent chains by (first cluster, limit), bounded by count and by total extents. */
   private readonly chains = new BoundedLru<string, Extent[]>(CHAIN_CACHE_ENTRIES, CHAIN_CACHE_TOTAL_EXTENTS, (e) => e.length + 1);
+  /** Directory chains are walked through the chain cache. */
+  private readonly chainSource = { chain: (start: number, opts: ChainOptions) => this.chainOf(start, opts) };
+  private readonly openDirectory = (first: number, path: string): Promise<Listing> => this.directory(first, path);
   private generation = 0;
   private unsubscribe: (() => void) | undefined;
 
@@ -253,8 +221,7 @@ export class FatVolume {
     this.name = name;
     this.label = label;
     this.table = new FatTable(dev, bpb, 128, name);
-    const fatLo = bpb.reservedSectors * bpb.bytesPerSector;
-    const fatHi = fatLo + bpb.numFats * bpb.fatBytes;
+    const [fatLo, fatHi] = fatArea(bpb);
     const volEnd = bpb.volumeBytes;
     this.unsubscribe = dev.onWritten((off, len) => {
       if (off >= volEnd || off + len <= 0) return;
@@ -295,9 +262,9 @@ export class FatVolume {
     this.chains.clear();
   }
 
-  /** A file's or directory's chain as extents, cached by (first cluster, limit). */
-  private async chainOf(first: number, limit: number, onLonger: 'stop' | 'error', what: string): Promise<{ extents: Extent[]; clusters: number }> {
-    const key = `${first}:${limit}:${onLonger}`;
+  /** A file's or directory's chain as extents, cached by (first cluster, limit, onLonger). */
+  private async chainOf(first: number, opts: ChainOptions): Promise<Chain> {
+    const key = `${first}:${opts.limit}:${opts.onLonger}`;
     const hit = this.chains.get(key);
     if (hit) {
       let clusters = 0;
@@ -305,20 +272,21 @@ export class FatVolume {
       return { extents: hit, clusters };
     }
     const gen = this.generation;
-    const res = await this.table.chain(first, { limit, onLonger, what });
+    const res = await this.table.chain(first, opts);
     if (gen === this.generation) this.chains.set(key, res.extents);
     return res;
   }
 
-  /** Reads and parses a directory (ROOT or its first cluster), cached. */
-  private directory(first: number, path = '/'): Promise<Directory> {
+  /** A directory (ROOT or its first cluster), parsed and cached; its bytes are not kept. */
+  private directory(first: number, path = '/'): Promise<Listing> {
     const hit = this.dirs.get(first);
     if (hit) return Promise.resolve(hit);
     const inflight = this.dirsPending.get(first);
     if (inflight) return inflight;
     const gen = this.generation;
-    const p = this.loadDirectory(first, path).then(
-      (d) => {
+    const p = loadDirectory(this.dev, this.bpb, this.chainSource, first, this.name, path).then(
+      ({ entries, byName }) => {
+        const d: Listing = { entries, byName };
         if (this.dirsPending.get(first) === p) this.dirsPending.delete(first);
         if (gen === this.generation) this.dirs.set(first, d);
         return d;
@@ -332,97 +300,26 @@ export class FatVolume {
     return p;
   }
 
-  private async loadDirectory(first: number, path: string): Promise<Directory> {
-    const bpb = this.bpb;
-    let buf: Buffer;
-    if (first === ROOT && bpb.type !== 'FAT32') {
-      buf = await readAt(this.dev, bpb.rootDirOffset, bpb.rootDirBytes);
-    } else {
-      const start = first === ROOT ? bpb.rootCluster : first;
-      const limit = Math.max(1, Math.floor(MAX_DIR_BYTES / bpb.clusterSize));
-      const { extents, clusters } = await this.chainOf(start, limit, 'error', `directory ${path}`);
-      buf = Buffer.allocUnsafe(clusters * bpb.clusterSize);
-      let at = 0;
-      for (const e of extents) {
-        const len = e.count * bpb.clusterSize;
-        await new Promise<void>((resolve, reject) =>
-          this.dev.read(buf, at, len, bpb.dataOffset + (e.cluster - 2) * bpb.clusterSize, (err) => (err ? reject(err) : resolve())),
-        );
-        at += len;
-      }
-    }
-    const parsed = parseDirectory(buf, { fat32: bpb.type === 'FAT32' });
-    if (!parsed.ok) throw new CorruptError(parsed.error.code, `${this.name}: directory ${path}: ${parsed.error.message}`);
-    const byName = new Map<string, DirEntry>();
-    for (const e of parsed.value) {
-      if (e.kind === 'label' || e.kind === 'dot') continue;
-      const long = fold(e.name);
-      if (!byName.has(long)) byName.set(long, e);
-      const short = fold(e.shortName);
-      if (!byName.has(short)) byName.set(short, e);
-    }
-    return { entries: parsed.value, byName };
-  }
-
-  /** Splits a path into components; '.' and empty parts are dropped, '..' pops (never above the root). */
-  private components(path: string): string[] {
-    if (typeof path !== 'string' || path.length > MAX_PATH_LENGTH) {
-      throw new NotFoundError('ENAMETOOLONG', `${this.name}: path is too long`);
-    }
-    const out: string[] = [];
-    for (const part of path.split(/[/\\]+/)) {
-      if (part === '' || part === '.') continue;
-      if (part === '..') out.pop();
-      else out.push(part);
-    }
-    if (out.length > MAX_PATH_DEPTH) {
-      throw new NotFoundError('ENAMETOOLONG', `${this.name}: path is deeper than ${MAX_PATH_DEPTH} levels`);
-    }
-    return out;
-  }
-
-  /** Looks a path up; returns the entry (undefined for the root). */
-  private async lookup(path: string): Promise<DirEntry | undefined> {
-    const parts = this.components(path);
-    let dir = await this.directory(ROOT);
-    let entry: DirEntry | undefined;
-    let walked = '';
-    for (let i = 0; i < parts.length; i++) {
-      const part = parts[i]!;
-      entry = dir.byName.get(fold(part));
-      walked += `/${part}`;
-      if (!entry) throw new NotFoundError('ENOENT', `${this.name}: ${walked}: no such file or directory`);
-      if (i < parts.length - 1) {
-        if (entry.kind !== 'directory') throw new NotFoundError('ENOTDIR', `${this.name}: ${walked}: not a directory`);
-        dir = await this.directory(this.dirCluster(entry, walked), walked);
-      }
-    }
-    return entry;
-  }
-
-  private dirCluster(e: DirEntry, path: string): number {
-    if (e.firstCluster === 0) {
-      // Only '..' may point at the root with cluster 0; a subdirectory starting at 0 is corrupt.
-      throw new CorruptError('EBADCLUSTER', `${this.name}: directory ${path} starts at cluster 0`);
-    }
-    return e.firstCluster;
+  /** Looks a path up: its entry (undefined for the root) and its normalized form. */
+  private async lookup(path: string): Promise<{ entry: DirEntry | undefined; path: string }> {
+    const parts = splitPath(path, this.name);
+    const p = pathOf(parts);
+    if (parts.length === 0) return { entry: undefined, path: p };
+    const { entry } = await resolveParent(await this.directory(ROOT), parts, this.openDirectory, this.name);
+    if (!entry) throw new NotFoundError('ENOENT', `${this.name}: ${p}: no such file or directory`);
+    return { entry, path: p };
   }
 
   async stat(path: string): Promise<FatStat> {
-    const e = await this.lookup(path);
-    if (!e) {
-      return { name: '', shortName: '', isDirectory: true, size: 0, mtime: new Date(Date.UTC(1980, 0, 1)), attributes: ATTR_DIRECTORY };
-    }
-    return toStat(e);
+    return statOf((await this.lookup(path)).entry);
   }
 
   async readdir(path: string): Promise<FatStat[]> {
-    const e = await this.lookup(path);
-    const p = this.components(path).join('/');
-    if (e && e.kind !== 'directory') throw new NotFoundError('ENOTDIR', `${this.name}: /${p}: not a directory`);
-    const dir = await this.directory(e ? this.dirCluster(e, `/${p}`) : ROOT, `/${p}`);
+    const { entry: e, path: p } = await this.lookup(path);
+    if (e && e.kind !== 'directory') throw new NotFoundError('ENOTDIR', `${this.name}: ${p}: not a directory`);
+    const dir = await this.directory(e ? subdirectory(e, this.name, p) : ROOT, p);
     const out: FatStat[] = [];
-    for (const d of dir.entries) if (d.kind === 'file' || d.kind === 'directory') out.push(toStat(d));
+    for (const d of dir.entries) if (d.kind === 'file' || d.kind === 'directory') out.push(statOf(d));
     return out;
   }
 
@@ -437,8 +334,7 @@ export class FatVolume {
   }
 
   private async fileExtents(path: string): Promise<{ entry: DirEntry; path: string; extents: Extent[] }> {
-    const e = await this.lookup(path);
-    const p = `/${this.components(path).join('/')}`;
+    const { entry: e, path: p } = await this.lookup(path);
     if (!e || e.kind === 'directory') throw new NotFoundError('EISDIR', `${this.name}: ${p}: is a directory`);
     const bpb = this.bpb;
     if (e.size === 0) return { entry: e, path: p, extents: [] };
@@ -449,7 +345,7 @@ export class FatVolume {
     if (e.firstCluster < 2 || e.firstCluster > bpb.maxCluster) {
       throw new CorruptError('EBADCLUSTER', `${this.name}: ${p}: first cluster ${e.firstCluster} is outside 2..${bpb.maxCluster}`);
     }
-    const { extents, clusters } = await this.chainOf(e.firstCluster, need, 'stop', p);
+    const { extents, clusters } = await this.chainOf(e.firstCluster, { limit: need, onLonger: 'stop', what: p });
     if (clusters < need) {
       throw new CorruptError('ESHORT', `${this.name}: ${p}: cluster chain holds ${clusters} clusters, size ${e.size} needs ${need}`);
     }

@@ -3,8 +3,9 @@
  * create and remove (empty) directories. Every byte goes through the `BlockDevice`, so its `written`
  * events reach every `FatVolume` (and TFTP) over the same device.
  *
- * What it reuses from the reader: the BPB codec (bpb.ts), the directory codec (dir.ts: entries, long names,
- * checksum) and the FAT entry codec (table.ts).
+ * It shares the reader's engine: the BPB codec (bpb.ts), the directory-entry codec (dir.ts: every entry is
+ * built and edited as decoded slots, then encoded), the FAT entry codec and chain walker (table.ts), and
+ * the tree (tree.ts: paths, loading directories, lookups).
  *
  * - The FAT in use is held in memory while the writer is open (a boot partition's FAT is small; a 16 GiB
  *   FAT32 volume of 4 KiB clusters has a 16 MiB FAT) and written back, range by range, to every FAT copy
@@ -28,13 +29,20 @@
  */
 import { readAt, writeAt, flushDevice, type BlockDevice } from '../disk/blockdev.js';
 import { CorruptError, NetbootError, NotFoundError, IoError } from '../util/errors.js';
-import type { FileSource } from '../util/source.js';
-import { readBootSector, type Bpb, type FatType } from './bpb.js';
+import { BufferSource, type FileSource } from '../util/source.js';
 import {
-  ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_LONG_NAME, DIR_ENTRY_SIZE, MAX_DIR_BYTES, parseDirectory, shortNameChecksum, type DirEntry,
+  FSINFO_COUNTS, clusterOffset, encodeFsInfoCounts, fatArea, parseFsInfo, readBootSector, type Bpb, type FatType,
+} from './bpb.js';
+import {
+  ATTR_ARCHIVE, ATTR_DIRECTORY, DIR_ENTRY_SIZE, MAX_DIR_BYTES, decodeLongSlot, decodeShortSlot, encodeSlot,
+  deleteSlot, isFreeSlot, isLongSlot, longNameEntries, newShortSlot, setSlotCluster, shortNameChecksum, stampSlot, type DirEntry, type ShortSlot,
 } from './dir.js';
-import { checkLongName, encodeTimestamp, longNameEntries, makeShortName, shortKey } from './names.js';
-import { endOfChain, fatEntry, isBadCluster, isEndOfChain, setFatEntry } from './table.js';
+import { checkLongName, makeShortName, shortKey } from './names.js';
+import { endOfChain, entryByteRange, extentClusters, fatEntry, fatUsedBytes, setFatEntry, walkChain, type ChainOptions } from './table.js';
+import {
+  MAX_PATH_DEPTH, ROOT, decodeDirectory, findEntry, listing, loadDirectory, pathOf, resolveParent, splitPath, statOf, subdirectory,
+  walkDirectories, type FatStat, type Listing,
+} from './tree.js';
 
 /** A write that cannot be done: ENOSPC, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EINVAL, EBUSY. */
 export class FatWriteError extends NetbootError {}
@@ -42,16 +50,16 @@ export class FatWriteError extends NetbootError {}
 /** The largest FAT the writer holds in memory. */
 export const MAX_FAT_BYTES = 256 * 1024 * 1024;
 const IO_CHUNK = 4 * 1024 * 1024;
-const MAX_PATH_DEPTH = 64;
-const ROOT = 0;
 
-interface Dir {
+/** A loaded directory the writer edits: its bytes, its clusters, and its listing (kept in step with the bytes). */
+interface Dir extends Listing {
   /** ROOT for the root directory, else its first cluster. */
   first: number;
   /** The directory's clusters; empty for the fixed FAT12/16 root. */
   clusters: number[];
   buf: Buffer;
   entries: DirEntry[];
+  byName: Map<string, DirEntry>;
   path: string;
 }
 
@@ -66,18 +74,7 @@ export interface FatUsage {
   freeClusters: number;
 }
 
-/** Splits a path; '.' and empty parts dropped, '..' pops. */
-function components(path: string): string[] {
-  if (typeof path !== 'string' || path.length > 4096) throw new NotFoundError('ENAMETOOLONG', 'path is too long');
-  const out: string[] = [];
-  for (const part of path.split(/[/\\]+/)) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') out.pop();
-    else out.push(part);
-  }
-  if (out.length > MAX_PATH_DEPTH) throw new NotFoundError('ENAMETOOLONG', `path is deeper than ${MAX_PATH_DEPTH} levels`);
-  return out;
-}
+const notDirectory = (code: string, message: string): FatWriteError => new FatWriteError(code, message);
 
 export class FatWriter {
   readonly type: FatType;
@@ -100,16 +97,12 @@ export class FatWriter {
     private readonly dev: BlockDevice,
     readonly bpb: Bpb,
     readonly name: string,
-    /** FAT32 ExtFlags bit 7: only the active FAT is used (no mirroring). */
-    private readonly mirrorOff: boolean,
     /** Byte offset of the FSInfo sector, or -1. */
     private readonly fsinfoOffset: number,
   ) {
     this.type = bpb.type;
-    const n = bpb.maxCluster + 1;
-    this.usedBytes = Math.min(bpb.fatBytes, bpb.type === 'FAT12' ? Math.ceil((n * 3) / 2) + 1 : bpb.type === 'FAT16' ? n * 2 : n * 4);
-    const fatLo = bpb.reservedSectors * bpb.bytesPerSector;
-    const fatHi = fatLo + bpb.numFats * bpb.fatBytes;
+    this.usedBytes = fatUsedBytes(bpb);
+    const [fatLo, fatHi] = fatArea(bpb);
     this.unsubscribe = dev.onWritten((off, len) => {
       if (this.writing === 0 && off < fatHi && off + len > fatLo) this.stale = true;
     });
@@ -119,23 +112,18 @@ export class FatWriter {
   static async open(dev: BlockDevice, opts: { name?: string } = {}): Promise<FatWriter> {
     const name = opts.name ?? dev.name;
     if (dev.readOnly) throw new IoError('EPERM', `${name}: opened read-only`);
-    const { bpb, boot } = await readBootSector(dev, name);
-    let mirrorOff = false;
+    const { bpb } = await readBootSector(dev, name);
     let fsinfoOffset = -1;
     let hint = 2;
-    if (bpb.type === 'FAT32') {
-      mirrorOff = (boot.readUInt16LE(40) & 0x80) !== 0;
-      const sector = boot.readUInt16LE(48);
-      if (sector !== 0 && sector !== 0xffff && sector < bpb.reservedSectors) {
-        const at = sector * bpb.bytesPerSector;
-        const fi = await readAt(dev, at, 512);
-        if (fi.readUInt32LE(0) === 0x41615252 && fi.readUInt32LE(484) === 0x61417272 && fi.readUInt32LE(508) === 0xaa550000) {
-          fsinfoOffset = at;
-          hint = fi.readUInt32LE(492);
-        }
+    if (bpb.fsInfoSector !== 0) {
+      const at = bpb.fsInfoSector * bpb.bytesPerSector;
+      const fsInfo = parseFsInfo(await readAt(dev, at, 512));
+      if (fsInfo) {
+        fsinfoOffset = at;
+        hint = fsInfo.nextFree;
       }
     }
-    const w = new FatWriter(dev, bpb, name, mirrorOff, fsinfoOffset);
+    const w = new FatWriter(dev, bpb, name, fsinfoOffset);
     if (hint >= 2 && hint <= bpb.maxCluster) w.nextFree = hint;
     await w.loadFat();
     return w;
@@ -186,15 +174,12 @@ export class FatWriter {
   // -------------------------------------------------------------------------------------------------------
   // FAT in memory
 
-  private get(cluster: number): number {
-    return fatEntry(this.type, this.fat, cluster);
-  }
+  private readonly get = (cluster: number): number => fatEntry(this.type, this.fat, cluster);
 
   private set(cluster: number, value: number): void {
     this.journal.push([cluster, this.get(cluster)]);
     setFatEntry(this.type, this.fat, cluster, value);
-    const lo = this.type === 'FAT12' ? cluster + (cluster >>> 1) : this.type === 'FAT16' ? cluster * 2 : cluster * 4;
-    const hi = lo + (this.type === 'FAT32' ? 4 : 2);
+    const [lo, hi] = entryByteRange(this.type, cluster);
     this.dirtyLo = Math.min(this.dirtyLo, lo);
     this.dirtyHi = Math.max(this.dirtyHi, Math.min(hi, this.usedBytes));
   }
@@ -226,8 +211,8 @@ export class FatWriter {
     const lo = Math.floor(this.dirtyLo / ss) * ss;
     const hi = Math.min(this.usedBytes, Math.ceil(this.dirtyHi / ss) * ss);
     const slice = this.fat.subarray(lo, hi);
-    const first = bpb.reservedSectors * ss;
-    const copies = this.mirrorOff ? [bpb.activeFat] : Array.from({ length: bpb.numFats }, (_, i) => i);
+    const [first] = fatArea(bpb);
+    const copies = !bpb.fatMirrored ? [bpb.activeFat] : Array.from({ length: bpb.numFats }, (_, i) => i);
     for (const i of copies) await this.put(first + i * bpb.fatBytes + lo, slice);
     this.journal = [];
     this.dirtyLo = Infinity;
@@ -237,10 +222,7 @@ export class FatWriter {
 
   private async writeFsInfo(): Promise<void> {
     if (this.fsinfoOffset < 0) return;
-    const b = Buffer.alloc(8);
-    b.writeUInt32LE(this.freeCount, 0);
-    b.writeUInt32LE(this.nextFree, 4);
-    await this.put(this.fsinfoOffset + 488, b);
+    await this.put(this.fsinfoOffset + FSINFO_COUNTS, encodeFsInfoCounts(this.freeCount, this.nextFree));
   }
 
   private async put(pos: number, data: Buffer): Promise<void> {
@@ -281,28 +263,14 @@ export class FatWriter {
     this.freeCount += clusters.length;
   }
 
-  /** The chain from `start` as cluster numbers, at most `limit` (checked: range, free links, loops). */
-  private chain(start: number, limit: number, what: string, longer: 'stop' | 'error' = 'stop'): number[] {
-    const max = this.bpb.maxCluster;
-    if (start < 2 || start > max) throw new CorruptError('EBADCLUSTER', `${this.name}: ${what} starts at cluster ${start}, outside 2..${max}`);
-    const out = [start];
-    let cur = start;
-    const bound = Math.min(limit, this.bpb.clusterCount);
-    for (;;) {
-      const next = this.get(cur);
-      if (isEndOfChain(this.type, next)) break;
-      if (next < 2 || next > max || isBadCluster(this.type, next)) {
-        throw new CorruptError('EBADCHAIN', `${this.name}: ${what}: cluster ${cur} links to ${next === 0 ? 'a free cluster' : `bad value ${next}`}`);
-      }
-      if (out.length >= bound) {
-        if (longer === 'stop') break;
-        throw new CorruptError('ELOOP', `${this.name}: ${what}: chain is longer than ${bound} clusters (a loop?)`);
-      }
-      out.push(next);
-      cur = next;
-    }
-    if (new Set(out).size !== out.length) throw new CorruptError('ELOOP', `${this.name}: ${what}: cluster chain loops`);
-    return out;
+  /** Walks chains through the FAT in memory (the walker of table.ts: range, free links, loops). */
+  private readonly chains = {
+    chain: (start: number, opts: ChainOptions) => walkChain(this.bpb, this.get, start, opts, this.name),
+  };
+
+  /** The chain from `start` as cluster numbers, at most `limit` (see `ChainWalk`). */
+  private chain(start: number, limit: number, what: string, onLonger: 'stop' | 'error' = 'stop'): number[] {
+    return extentClusters(this.chains.chain(start, { limit, onLonger, what }).extents);
   }
 
   /** A file's whole chain (for freeing): every cluster up to the end mark, bounded by the volume. */
@@ -312,70 +280,29 @@ export class FatWriter {
   }
 
   private clusterOffset(c: number): number {
-    return this.bpb.dataOffset + (c - 2) * this.bpb.clusterSize;
+    return clusterOffset(this.bpb, c);
   }
 
   // -------------------------------------------------------------------------------------------------------
   // Directories
 
   private async loadDir(first: number, path: string): Promise<Dir> {
-    const bpb = this.bpb;
-    let buf: Buffer;
-    let clusters: number[] = [];
-    if (first === ROOT && bpb.type !== 'FAT32') {
-      buf = await readAt(this.dev, bpb.rootDirOffset, bpb.rootDirBytes);
-    } else {
-      const start = first === ROOT ? bpb.rootCluster : first;
-      clusters = this.chain(start, Math.max(1, Math.floor(MAX_DIR_BYTES / bpb.clusterSize)), `directory ${path}`, 'error');
-      buf = Buffer.allocUnsafe(clusters.length * bpb.clusterSize);
-      for (let i = 0; i < clusters.length; i++) {
-        await new Promise<void>((res, rej) =>
-          this.dev.read(buf, i * bpb.clusterSize, bpb.clusterSize, this.clusterOffset(clusters[i]!), (e) => (e ? rej(e) : res())),
-        );
-      }
-    }
-    const entries = this.parse(buf, path);
-    return { first, clusters, buf, entries, path };
+    const d = await loadDirectory(this.dev, this.bpb, this.chains, first, this.name, path);
+    return { first, clusters: extentClusters(d.extents), buf: d.buf, entries: d.entries, byName: d.byName, path };
   }
 
-  private parse(buf: Buffer, path: string): DirEntry[] {
-    const parsed = parseDirectory(buf, { fat32: this.type === 'FAT32' });
-    if (!parsed.ok) throw new CorruptError(parsed.error.code, `${this.name}: directory ${path}: ${parsed.error.message}`);
-    return parsed.value;
+  private readonly openDir = (first: number, path: string): Promise<Dir> => this.loadDir(first, path);
+
+  /** Resolves the directory at `parts` (each a directory); `trail` receives the clusters passed. */
+  private async walk(parts: readonly string[], trail?: number[]): Promise<Dir> {
+    return walkDirectories(await this.loadDir(ROOT, '/'), parts, this.openDir, this.name, { trail, notDirectory });
   }
 
-  private find(dir: Dir, name: string): DirEntry | undefined {
-    const key = name.toUpperCase();
-    for (const e of dir.entries) {
-      if (e.kind !== 'file' && e.kind !== 'directory') continue;
-      if (e.name.toUpperCase() === key || e.shortName.toUpperCase() === key) return e;
-    }
-    return undefined;
-  }
-
-  /** Resolves the directory holding the last component of `path`; `parts` are the path's components. */
-  private async walk(parts: string[], trail?: number[]): Promise<Dir> {
-    let dir = await this.loadDir(ROOT, '/');
-    trail?.push(ROOT);
-    let walked = '';
-    for (const part of parts) {
-      walked += `/${part}`;
-      const e = this.find(dir, part);
-      if (!e) throw new NotFoundError('ENOENT', `${this.name}: ${walked}: no such file or directory`);
-      if (e.kind !== 'directory') throw new FatWriteError('ENOTDIR', `${this.name}: ${walked}: not a directory`);
-      if (e.firstCluster === 0) throw new CorruptError('EBADCLUSTER', `${this.name}: directory ${walked} starts at cluster 0`);
-      dir = await this.loadDir(e.firstCluster, walked);
-      trail?.push(e.firstCluster);
-    }
-    return dir;
-  }
-
-  private async parentOf(path: string): Promise<{ dir: Dir; name: string; parts: string[] }> {
-    const parts = components(path);
+  private async parentOf(path: string): Promise<{ dir: Dir; name: string; parts: string[]; entry: DirEntry | undefined }> {
+    const parts = splitPath(path, this.name);
     if (parts.length === 0) throw new FatWriteError('EINVAL', `${this.name}: the root directory cannot be ${'changed this way'}`);
-    const name = parts[parts.length - 1]!;
-    const dir = await this.walk(parts.slice(0, -1));
-    return { dir, name, parts };
+    const { parent, entry } = await resolveParent(await this.loadDir(ROOT, '/'), parts, this.openDir, this.name, { notDirectory });
+    return { dir: parent, name: parts[parts.length - 1]!, parts, entry };
   }
 
   /** Device offset of directory entry `i`. */
@@ -397,16 +324,17 @@ export class FatWriter {
     }
   }
 
-  /** The index of the first of the long-name entries that belong to the 8.3 entry `e`. */
+  /** The index of the first of the long-name slots that belong to the 8.3 entry `e`. */
   private runStart(dir: Dir, e: DirEntry): number {
     const sum = shortNameChecksum(dir.buf, e.index * DIR_ENTRY_SIZE);
     let i = e.index;
     while (i > 0) {
       const off = (i - 1) * DIR_ENTRY_SIZE;
-      const b = dir.buf;
-      if (b[off] === 0xe5 || b[off] === 0 || (b[off + 11]! & 0x3f) !== ATTR_LONG_NAME || b[off + 13] !== sum) break;
+      if (isFreeSlot(dir.buf, off) || !isLongSlot(dir.buf, off)) break;
+      const part = decodeLongSlot(dir.buf, off);
+      if (part.checksum !== sum) break;
       i--;
-      if (b[off]! & 0x40) break; // the first (highest) part of the run
+      if (part.order & 0x40) break; // the first (highest) part of the run
     }
     return i;
   }
@@ -414,9 +342,31 @@ export class FatWriter {
   /** Marks an entry and its long name deleted and writes them. */
   private async deleteEntry(dir: Dir, e: DirEntry): Promise<void> {
     const from = this.runStart(dir, e);
-    for (let i = from; i <= e.index; i++) dir.buf[i * DIR_ENTRY_SIZE] = 0xe5;
+    for (let i = from; i <= e.index; i++) deleteSlot(dir.buf, i * DIR_ENTRY_SIZE);
     await this.flushEntries(dir, from, e.index + 1);
-    dir.entries = dir.entries.filter((x) => x !== e);
+    Object.assign(dir, listing(dir.entries.filter((x) => x !== e)));
+  }
+
+  /**
+   * Removes the entry `e` (at `p`) from `dir`, then frees its clusters: the entry goes first, so a crash
+   * leaves lost clusters, never an entry over free ones. A corrupt chain is freed up to where it goes
+   * wrong (fsck reclaims the rest).
+   */
+  private async unlink(dir: Dir, e: DirEntry, p: string): Promise<void> {
+    const chain = this.fileChainLenient(e, p);
+    await this.deleteEntry(dir, e);
+    this.release(chain);
+    await this.commitFat();
+    await this.writeFsInfo();
+  }
+
+  /** Changes the 8.3 entry of `e` through the codec and writes it. */
+  private async editEntry(dir: Dir, e: DirEntry, change: (s: ShortSlot) => void): Promise<void> {
+    const off = e.index * DIR_ENTRY_SIZE;
+    const slot = decodeShortSlot(dir.buf, off);
+    change(slot);
+    encodeSlot(slot, dir.buf, off);
+    await this.flushEntries(dir, e.index, e.index + 1);
   }
 
   /** A run of `n` free slots, or -1. */
@@ -424,8 +374,7 @@ export class FatWriter {
     const count = dir.buf.length / DIR_ENTRY_SIZE;
     let run = 0;
     for (let i = 0; i < count; i++) {
-      const b = dir.buf[i * DIR_ENTRY_SIZE]!;
-      if (b === 0xe5 || b === 0) {
+      if (isFreeSlot(dir.buf, i * DIR_ENTRY_SIZE)) {
         run++;
         if (run === n) return i - n + 1;
       } else run = 0;
@@ -447,7 +396,7 @@ export class FatWriter {
     // Trailing free slots of the last cluster count towards the run.
     const count = dir.buf.length / DIR_ENTRY_SIZE;
     let tail = 0;
-    while (tail < count && [0, 0xe5].includes(dir.buf[(count - 1 - tail) * DIR_ENTRY_SIZE]!)) tail++;
+    while (tail < count && isFreeSlot(dir.buf, (count - 1 - tail) * DIR_ENTRY_SIZE)) tail++;
     const moreEntries = n - tail;
     const more = Math.ceil((moreEntries * DIR_ENTRY_SIZE) / cs);
     if ((dir.clusters.length + more) * cs > MAX_DIR_BYTES) {
@@ -463,47 +412,39 @@ export class FatWriter {
   }
 
   /**
-   * Builds the entries of `name` (long name + 8.3) with `shortEntry` filling bytes 11..31 of the 8.3
-   * entry, reserves slots, and returns a function that writes them (call it after committing the FAT).
+   * Builds the slots of `name` (long name + 8.3; `fill` sets the 8.3 entry's fields besides its name and
+   * case bits), reserves room for them, and returns a function that writes them (call it after committing
+   * the FAT). Entries for which `ignore` is true do not keep their short names from being chosen.
    */
-  private async prepareEntry(dir: Dir, name: string, fill: (e: Buffer) => void): Promise<{ write: () => Promise<void> }> {
+  private async prepareEntry(
+    dir: Dir, name: string, fill: (s: ShortSlot) => void, ignore?: (e: DirEntry) => boolean,
+  ): Promise<{ write: () => Promise<void> }> {
     const bad = checkLongName(name);
     if (bad) throw new FatWriteError('EINVAL', `${this.name}: ${bad}`);
     const taken = new Set<string>();
-    for (const e of dir.entries) taken.add(shortKey(dir.buf.subarray(e.index * DIR_ENTRY_SIZE, e.index * DIR_ENTRY_SIZE + 11)));
+    for (const e of dir.entries) {
+      if (!ignore?.(e)) taken.add(shortKey(dir.buf.subarray(e.index * DIR_ENTRY_SIZE, e.index * DIR_ENTRY_SIZE + 11)));
+    }
     const sn = makeShortName(name, taken);
     const lfn = sn.needsLongName ? longNameEntries(name, sn.raw) : Buffer.alloc(0);
-    const entry = Buffer.alloc(DIR_ENTRY_SIZE);
-    sn.raw.copy(entry, 0);
-    fill(entry);
-    entry[12] = sn.ntCase;
+    const slot = newShortSlot(shortKey(sn.raw));
+    fill(slot);
+    slot.ntCase = sn.ntCase;
     const n = lfn.length / DIR_ENTRY_SIZE + 1;
     const at = await this.reserveSlots(dir, n);
     return {
       write: async () => {
         lfn.copy(dir.buf, at * DIR_ENTRY_SIZE);
-        entry.copy(dir.buf, (at + n - 1) * DIR_ENTRY_SIZE);
+        encodeSlot(slot, dir.buf, (at + n - 1) * DIR_ENTRY_SIZE);
         await this.flushEntries(dir, at, at + n);
-        dir.entries = this.parse(dir.buf, dir.path);
+        Object.assign(dir, decodeDirectory(dir.buf, this.bpb, this.name, dir.path));
       },
     };
   }
 
-  private stamp(e: Buffer, when: Date, created: boolean): void {
-    const t = encodeTimestamp(when);
-    if (created) {
-      e[13] = t.centis;
-      e.writeUInt16LE(t.time, 14);
-      e.writeUInt16LE(t.date, 16);
-    }
-    e.writeUInt16LE(t.date, 18);
-    e.writeUInt16LE(t.time, 22);
-    e.writeUInt16LE(t.date, 24);
-  }
-
-  private setCluster(e: Buffer, off: number, cluster: number): void {
-    e.writeUInt16LE(this.type === 'FAT32' ? cluster >>> 16 : 0, off + 20);
-    e.writeUInt16LE(cluster & 0xffff, off + 26);
+  /** Sets the first cluster of an 8.3 entry. */
+  private setCluster(s: ShortSlot, cluster: number): void {
+    setSlotCluster(s, cluster, this.type === 'FAT32');
   }
 
   // -------------------------------------------------------------------------------------------------------
@@ -573,31 +514,26 @@ export class FatWriter {
     for (let p = from; p < to; p += zero.length) await this.writeRange(clusters, p, zero.subarray(0, Math.min(zero.length, to - p)));
   }
 
-  private toSource(data: Buffer | FileSource): FileSource {
-    if (Buffer.isBuffer(data)) {
-      return {
-        size: data.length,
-        read: (buf, off, len, pos, cb) => {
-          const n = Math.max(0, Math.min(len, data.length - pos));
-          data.copy(buf, off, pos, pos + n);
-          process.nextTick(cb, null, n);
-        },
-        close: () => undefined,
-      };
-    }
-    return data;
-  }
-
   // -------------------------------------------------------------------------------------------------------
   // Operations
+
+  /** The stat of a file or directory (the root: a directory with an empty name), as `FatVolume.stat` gives it. */
+  stat(path: string): Promise<FatStat> {
+    return this.serial(async () => {
+      const parts = splitPath(path, this.name);
+      if (parts.length === 0) return statOf(undefined);
+      const { entry } = await resolveParent(await this.loadDir(ROOT, '/'), parts, this.openDir, this.name);
+      if (!entry) throw new NotFoundError('ENOENT', `${this.name}: ${pathOf(parts)}: no such file or directory`);
+      return statOf(entry);
+    });
+  }
 
   /** Creates or replaces a file with `data` (a Buffer, or a FileSource streamed through 1 MiB). */
   writeFile(path: string, data: Buffer | FileSource, opts: WriteOptions = {}): Promise<void> {
     return this.serial(async () => {
-      const src = this.toSource(data);
-      const { dir, name, parts } = await this.parentOf(path);
-      const old = this.find(dir, name);
-      const p = `/${parts.join('/')}`;
+      const src = Buffer.isBuffer(data) ? new BufferSource(data) : data;
+      const { dir, name, parts, entry: old } = await this.parentOf(path);
+      const p = pathOf(parts);
       if (old && old.kind === 'directory') throw new FatWriteError('EISDIR', `${this.name}: ${p}: is a directory`);
       if (src.size > 0xffffffff) throw new FatWriteError('EFBIG', `${this.name}: ${p}: ${src.size} bytes is more than FAT's 4 GiB - 1`);
       const oldChain = old ? this.fileChain(old, p) : [];
@@ -606,23 +542,23 @@ export class FatWriter {
       const when = opts.mtime ?? new Date();
       let entryWrite: (() => Promise<void>) | undefined;
       if (!old) {
-        const prepared = await this.prepareEntry(dir, name, (e) => {
-          e[11] = ATTR_ARCHIVE;
-          this.setCluster(e, 0, clusters[0] ?? 0);
-          e.writeUInt32LE(src.size, 28);
-          this.stamp(e, when, true);
+        const prepared = await this.prepareEntry(dir, name, (s) => {
+          s.attributes = ATTR_ARCHIVE;
+          this.setCluster(s, clusters[0] ?? 0);
+          s.size = src.size;
+          stampSlot(s, when, true);
         });
         entryWrite = prepared.write;
       }
       await this.writeData(clusters, src);
       await this.commitFat();
       if (old) {
-        const e = dir.buf.subarray(old.index * DIR_ENTRY_SIZE, (old.index + 1) * DIR_ENTRY_SIZE);
-        e[11] = e[11]! | ATTR_ARCHIVE;
-        this.setCluster(e, 0, clusters[0] ?? 0);
-        e.writeUInt32LE(src.size, 28);
-        this.stamp(e, when, false);
-        await this.flushEntries(dir, old.index, old.index + 1);
+        await this.editEntry(dir, old, (s) => {
+          s.attributes |= ATTR_ARCHIVE;
+          this.setCluster(s, clusters[0] ?? 0);
+          s.size = src.size;
+          stampSlot(s, when, false);
+        });
         this.release(oldChain);
         await this.commitFat();
       } else {
@@ -653,9 +589,8 @@ export class FatWriter {
 
   /** write (data given: at `at`) or truncate (no data: to size `at`). */
   private async resize(path: string, at: number, data: Buffer | undefined, opts: WriteOptions): Promise<void> {
-    const { dir, name, parts } = await this.parentOf(path);
-    const p = `/${parts.join('/')}`;
-    const e = this.find(dir, name);
+    const { dir, parts, entry: e } = await this.parentOf(path);
+    const p = pathOf(parts);
     if (!e) throw new NotFoundError('ENOENT', `${this.name}: ${p}: no such file`);
     if (e.kind === 'directory') throw new FatWriteError('EISDIR', `${this.name}: ${p}: is a directory`);
     const cs = this.bpb.clusterSize;
@@ -667,16 +602,17 @@ export class FatWriter {
     let clusters = e.firstCluster === 0 ? [] : this.chain(e.firstCluster, have, p);
     if (clusters.length < have) throw new CorruptError('ESHORT', `${this.name}: ${p}: chain holds ${clusters.length} clusters, size ${oldSize} needs ${have}`);
     clusters = clusters.slice(0, have);
-    const ent = dir.buf.subarray(e.index * DIR_ENTRY_SIZE, (e.index + 1) * DIR_ENTRY_SIZE);
     const when = opts.mtime ?? new Date();
+    const update = (first: number | undefined) => (s: ShortSlot): void => {
+      if (first !== undefined) this.setCluster(s, first);
+      s.size = newSize;
+      stampSlot(s, when, false);
+      s.attributes |= ATTR_ARCHIVE;
+    };
     if (newSize < oldSize) {
       // Shrink: the entry first, then free the tail.
       const tail = this.fileChain(e, p).slice(need);
-      if (need === 0) this.setCluster(ent, 0, 0);
-      ent.writeUInt32LE(newSize, 28);
-      this.stamp(ent, when, false);
-      ent[11] = ent[11]! | ATTR_ARCHIVE;
-      await this.flushEntries(dir, e.index, e.index + 1);
+      await this.editEntry(dir, e, update(need === 0 ? 0 : undefined));
       if (need > 0) this.set(clusters[need - 1]!, endOfChain(this.type));
       this.release(tail);
       await this.commitFat();
@@ -694,34 +630,30 @@ export class FatWriter {
     if (added.length > 0 && end < need * cs) await this.zeroRange(all, Math.max(end, oldSize), need * cs);
     if (added.length > 0 && clusters.length > 0) this.set(clusters[clusters.length - 1]!, added[0]!);
     await this.commitFat();
-    if (clusters.length === 0 && added.length > 0) this.setCluster(ent, 0, added[0]!);
-    ent.writeUInt32LE(newSize, 28);
-    this.stamp(ent, when, false);
-    ent[11] = ent[11]! | ATTR_ARCHIVE;
-    await this.flushEntries(dir, e.index, e.index + 1);
+    await this.editEntry(dir, e, update(clusters.length === 0 && added.length > 0 ? added[0]! : undefined));
     await this.writeFsInfo();
   }
 
   /** Creates a directory (with '.' and '..'); with `parents`, missing parents too and no error if it exists. */
   mkdir(path: string, opts: WriteOptions & { parents?: boolean } = {}): Promise<void> {
     return this.serial(async () => {
-      const parts = components(path);
+      const parts = splitPath(path, this.name);
       if (parts.length === 0) {
         if (opts.parents) return;
         throw new FatWriteError('EEXIST', `${this.name}: /: exists`);
       }
       let dir = await this.loadDir(ROOT, '/');
       for (let i = 0; i < parts.length; i++) {
-        const walked = `/${parts.slice(0, i + 1).join('/')}`;
-        const e = this.find(dir, parts[i]!);
+        const walked = pathOf(parts.slice(0, i + 1));
+        const e = findEntry(dir, parts[i]!);
         const last = i === parts.length - 1;
         if (e) {
           if (e.kind !== 'directory') throw new FatWriteError(last ? 'EEXIST' : 'ENOTDIR', `${this.name}: ${walked}: ${last ? 'exists' : 'not a directory'}`);
           if (last && !opts.parents) throw new FatWriteError('EEXIST', `${this.name}: ${walked}: exists`);
-          dir = await this.loadDir(e.firstCluster, walked);
+          dir = await this.loadDir(subdirectory(e, this.name, walked), walked);
           continue;
         }
-        if (!last && !opts.parents) throw new NotFoundError('ENOENT', `${this.name}: /${parts.slice(0, i + 1).join('/')}: no such directory`);
+        if (!last && !opts.parents) throw new NotFoundError('ENOENT', `${this.name}: ${walked}: no such directory`);
         const first = await this.makeDir(dir, parts[i]!, opts.mtime ?? new Date());
         dir = await this.loadDir(first, walked);
       }
@@ -731,17 +663,17 @@ export class FatWriter {
   private async makeDir(parent: Dir, name: string, when: Date): Promise<number> {
     const [c] = this.allocate(1);
     const cluster = c!;
-    const prepared = await this.prepareEntry(parent, name, (e) => {
-      e[11] = ATTR_DIRECTORY;
-      this.setCluster(e, 0, cluster);
-      this.stamp(e, when, true);
-    });
+    const directory = (s: ShortSlot, target: number): void => {
+      s.attributes = ATTR_DIRECTORY;
+      this.setCluster(s, target);
+      stampSlot(s, when, true);
+    };
+    const prepared = await this.prepareEntry(parent, name, (s) => directory(s, cluster));
     const body = Buffer.alloc(this.bpb.clusterSize);
     const dot = (off: number, n: string, target: number): void => {
-      body.write(n.padEnd(11, ' '), off, 'latin1');
-      body[off + 11] = ATTR_DIRECTORY;
-      this.setCluster(body, off, target);
-      this.stamp(body.subarray(off, off + DIR_ENTRY_SIZE), when, true);
+      const s = newShortSlot(n.padEnd(11, ' '));
+      directory(s, target);
+      encodeSlot(s, body, off);
     };
     dot(0, '.', cluster);
     dot(DIR_ENTRY_SIZE, '..', parent.first === ROOT ? 0 : parent.first);
@@ -755,16 +687,11 @@ export class FatWriter {
   /** Deletes a file. */
   remove(path: string): Promise<void> {
     return this.serial(async () => {
-      const { dir, name, parts } = await this.parentOf(path);
-      const p = `/${parts.join('/')}`;
-      const e = this.find(dir, name);
+      const { dir, parts, entry: e } = await this.parentOf(path);
+      const p = pathOf(parts);
       if (!e) throw new NotFoundError('ENOENT', `${this.name}: ${p}: no such file`);
       if (e.kind === 'directory') throw new FatWriteError('EISDIR', `${this.name}: ${p}: is a directory (use rmdir)`);
-      const chain = this.fileChainLenient(e, p);
-      await this.deleteEntry(dir, e);
-      this.release(chain);
-      await this.commitFat();
-      await this.writeFsInfo();
+      await this.unlink(dir, e, p);
     });
   }
 
@@ -781,9 +708,8 @@ export class FatWriter {
   /** Removes an empty directory. */
   rmdir(path: string): Promise<void> {
     return this.serial(async () => {
-      const { dir, name, parts } = await this.parentOf(path);
-      const p = `/${parts.join('/')}`;
-      const e = this.find(dir, name);
+      const { dir, parts, entry: e } = await this.parentOf(path);
+      const p = pathOf(parts);
       if (!e) throw new NotFoundError('ENOENT', `${this.name}: ${p}: no such directory`);
       if (e.kind !== 'directory') throw new FatWriteError('ENOTDIR', `${this.name}: ${p}: not a directory`);
       if (e.firstCluster !== 0) {
@@ -792,18 +718,14 @@ export class FatWriter {
           throw new FatWriteError('ENOTEMPTY', `${this.name}: ${p}: directory not empty`);
         }
       }
-      const chain = this.fileChainLenient(e, p);
-      await this.deleteEntry(dir, e);
-      this.release(chain);
-      await this.commitFat();
-      await this.writeFsInfo();
+      await this.unlink(dir, e, p);
     });
   }
 
   /** Removes a file, or a directory and everything in it. */
   removeTree(path: string): Promise<void> {
     return this.serial(async () => {
-      const parts = components(path);
+      const parts = splitPath(path, this.name);
       if (parts.length === 0) throw new FatWriteError('EINVAL', `${this.name}: refusing to remove the root directory`);
       await this.removeTreeParts(parts, 0);
     });
@@ -811,9 +733,8 @@ export class FatWriter {
 
   private async removeTreeParts(parts: string[], depth: number): Promise<void> {
     if (depth > MAX_PATH_DEPTH) throw new CorruptError('ELOOP', `${this.name}: directories nest deeper than ${MAX_PATH_DEPTH}`);
-    const dir = await this.walk(parts.slice(0, -1));
-    const p = `/${parts.join('/')}`;
-    const e = this.find(dir, parts[parts.length - 1]!);
+    const p = pathOf(parts);
+    const e = findEntry(await this.walk(parts.slice(0, -1)), parts[parts.length - 1]!);
     if (!e) throw new NotFoundError('ENOENT', `${this.name}: ${p}: no such file or directory`);
     if (e.kind === 'directory' && e.firstCluster !== 0) {
       const sub = await this.loadDir(e.firstCluster, p);
@@ -821,24 +742,20 @@ export class FatWriter {
         if (x.kind === 'file' || x.kind === 'directory') await this.removeTreeParts([...parts, x.name], depth + 1);
       }
     }
+    // The parent again: removing the children may have changed what was loaded.
     const again = await this.walk(parts.slice(0, -1));
-    const e2 = this.find(again, parts[parts.length - 1]!)!;
-    const chain = this.fileChainLenient(e2, p);
-    await this.deleteEntry(again, e2);
-    this.release(chain);
-    await this.commitFat();
-    await this.writeFsInfo();
+    await this.unlink(again, findEntry(again, parts[parts.length - 1]!)!, p);
   }
 
   /** Renames or moves a file or directory. An existing target file is replaced; a target directory is an error. */
   rename(from: string, to: string): Promise<void> {
     return this.serial(async () => {
       const src = await this.parentOf(from);
-      const fromP = `/${src.parts.join('/')}`;
-      const e = this.find(src.dir, src.name);
+      const fromP = pathOf(src.parts);
+      const e = src.entry;
       if (!e) throw new NotFoundError('ENOENT', `${this.name}: ${fromP}: no such file or directory`);
-      const dstParts = components(to);
-      const toP = `/${dstParts.join('/')}`;
+      const dstParts = splitPath(to, this.name);
+      const toP = pathOf(dstParts);
       if (dstParts.length === 0) throw new FatWriteError('EEXIST', `${this.name}: /: exists`);
       const trail: number[] = [];
       const dstDirRaw = await this.walk(dstParts.slice(0, -1), trail);
@@ -849,27 +766,20 @@ export class FatWriter {
       const same = dstDirRaw.first === src.dir.first;
       const dst = same ? src.dir : dstDirRaw;
       const dstName = dstParts[dstParts.length - 1]!;
-      let replaced: DirEntry | undefined = this.find(dst, dstName);
+      let replaced: DirEntry | undefined = findEntry(dst, dstName);
       if (replaced && same && replaced.index === e.index) replaced = undefined; // a change of case
       if (replaced) {
         if (replaced.kind === 'directory') throw new FatWriteError('EEXIST', `${this.name}: ${toP}: is a directory`);
         if (e.kind === 'directory') throw new FatWriteError('ENOTDIR', `${this.name}: ${toP}: exists and is not a directory`);
       }
-      const old = Buffer.from(src.dir.buf.subarray(e.index * DIR_ENTRY_SIZE, (e.index + 1) * DIR_ENTRY_SIZE));
-      // The entry being renamed must not block its own new short name: leave it out of `taken` by
-      // deleting it from the in-memory list only (the device still has it until the new one is written).
-      const keepEntries = dst.entries;
-      dst.entries = dst.entries.filter((x) => !(same && x.index === e.index) && x !== replaced);
-      let prepared: { write: () => Promise<void> };
-      try {
-        prepared = await this.prepareEntry(dst, dstName, (n) => old.copy(n, 11, 11, 32));
-      } catch (err) {
-        dst.entries = keepEntries;
-        throw err;
-      }
-      // Slots the entry itself occupies are not free: prepareEntry looked only at bytes, so it cannot
-      // have picked them. Replaced target: its entry goes first (its slots may then be reused later).
-      dst.entries = keepEntries;
+      // The new entry keeps every field of the old one but its name and case bits. Neither the entry
+      // being renamed nor the replaced one keeps its short name from being chosen; their slots are not
+      // free (prepareEntry looks at bytes), so the new entry cannot land on them.
+      const old = decodeShortSlot(src.dir.buf, e.index * DIR_ENTRY_SIZE);
+      const prepared = await this.prepareEntry(
+        dst, dstName, (s) => Object.assign(s, old, { name: s.name }), (x) => (same && x.index === e.index) || x === replaced,
+      );
+      // A replaced target's entry goes first (its slots may then be reused later).
       const replacedChain = replaced ? this.fileChainLenient(replaced, toP) : [];
       await this.commitFat(); // a grown destination directory
       if (replaced) await this.deleteEntry(dst, replaced);
@@ -879,13 +789,13 @@ export class FatWriter {
       if (srcNow) await this.deleteEntry(same ? dst : src.dir, srcNow);
       if (e.kind === 'directory' && !same && e.firstCluster !== 0) {
         // The moved directory's '..' now points at its new parent.
-        const dotdot = Buffer.alloc(DIR_ENTRY_SIZE);
-        await new Promise<void>((res, rej) =>
-          this.dev.read(dotdot, 0, DIR_ENTRY_SIZE, this.clusterOffset(e.firstCluster) + DIR_ENTRY_SIZE, (x) => (x ? rej(x) : res())),
-        );
-        if (dotdot[0] === 0x2e && dotdot[1] === 0x2e) {
-          this.setCluster(dotdot, 0, dst.first === ROOT ? 0 : dst.first);
-          await this.put(this.clusterOffset(e.firstCluster) + DIR_ENTRY_SIZE, dotdot);
+        const at = this.clusterOffset(e.firstCluster) + DIR_ENTRY_SIZE;
+        const dotdot = decodeShortSlot(await readAt(this.dev, at, DIR_ENTRY_SIZE), 0);
+        if (dotdot.name.startsWith('..')) {
+          this.setCluster(dotdot, dst.first === ROOT ? 0 : dst.first);
+          const b = Buffer.alloc(DIR_ENTRY_SIZE);
+          encodeSlot(dotdot, b, 0);
+          await this.put(at, b);
         }
       }
       if (replacedChain.length > 0) {
