@@ -12,7 +12,7 @@ import { ProxyDhcpServer } from './dhcp/server.js';
 import type { PxeClientInfo } from './dhcp/pxe.js';
 import { NbdServer } from './nbd/server.js';
 import type { ExportProvider, NbdClient } from './nbd/exports.js';
-import { ClientTable, clientFields } from './registry/clients.js';
+import { ClientTable, clientFields, identityKey } from './registry/clients.js';
 import { ImagePool } from './registry/pool.js';
 import { Registry } from './registry/registry.js';
 import { StatusServer } from './status/server.js';
@@ -448,9 +448,9 @@ export class Daemon {
 /** The overlay identity of a client named by serial, MAC or IP (as ClientTable.stateKey names them). */
 export function overlayIdentity(client: string, clients: ClientTable): string {
   const serial = normalizeSerial(client);
-  if ('key' in serial) return `pi-${serial.key}`;
+  if ('key' in serial) return identityKey('serial', serial.key);
   const mac = normalizeMac(client);
-  if ('key' in mac) return `mac-${mac.key.replace(/:/g, '-')}`;
+  if ('key' in mac) return identityKey('mac', mac.key);
   if (isIP(client)) return clients.stateKey(client);
   throw new NetbootError('EINVAL', `\`${client}\` is not a Pi serial, a MAC or an IP address`);
 }
