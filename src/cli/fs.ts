@@ -18,8 +18,9 @@ import { openPartition, readPartitionTable } from '../disk/partitions.js';
 import { FatVolume } from '../fat/volume.js';
 import { FatWriter } from '../fat/writer.js';
 import { NetbootError, NotFoundError } from '../util/errors.js';
-import { expandCopies, hostSource } from '../prep/prep.js';
-import { CliError, parseWhere, streamTo } from './image.js';
+import { expandCopies } from '../prep/prep.js';
+import { fileSource } from '../util/source.js';
+import { CliError, parseWhere, streamTo } from './common.js';
 
 const WHERE = /^\d*:/;
 
@@ -104,7 +105,7 @@ async function copyIn(src: string, image: string, where: string): Promise<void> 
       const { dirs, files } = await expandCopies([`${src}:${dest}`]);
       for (const d of dirs) await w.mkdir(d, { parents: true });
       for (const f of files) {
-        const s = await hostSource(f.host);
+        const s = await fileSource(f.host);
         try {
           await w.writeFile(f.dest, s, { mtime: s.mtime });
         } finally {
@@ -113,7 +114,7 @@ async function copyIn(src: string, image: string, where: string): Promise<void> 
       }
       return;
     }
-    const s = await hostSource(src);
+    const s = await fileSource(src);
     try {
       await w.writeFile(dest, s, { mtime: s.mtime });
     } finally {

@@ -4,7 +4,7 @@
  */
 import './threadpool.js';
 import { Command } from 'commander';
-import { registerImageCommands } from './image.js';
+import { registerImageCommands } from './inspect.js';
 import { registerPrepCommand } from './prep.js';
 import { registerFsCommands } from './fs.js';
 import { registerServeCommands } from './serve.js';

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { prepImage, type PrepOptions } from '../prep/prep.js';
 import { parseSize } from '../prep/grow.js';
-import { CliError } from './image.js';
+import { CliError } from './common.js';
 
 function collect(value: string, prev: string[] = []): string[] {
   return [...prev, value];

@@ -7,7 +7,7 @@ import { ClientTable } from '../registry/clients.js';
 import type { Config } from '../config/schema.js';
 import { addHost, addPi, editConfigFile } from '../config/edit.js';
 import { loadConfig } from '../config/load.js';
-import { columns } from './image.js';
+import { columns } from './common.js';
 import { checkConfig, formatReport } from '../registry/check.js';
 
 export const DEFAULT_CONFIG = '/etc/netbootd/netbootd.yaml';

@@ -4,6 +4,7 @@
  * published file equal to this).
  */
 import { isIP } from 'node:net';
+import { parseCidr } from '../util/net.js';
 import { s, type Infer } from './schema-dsl.js';
 
 export function checkIPv4(v: string): string | null {
@@ -12,15 +13,8 @@ export function checkIPv4(v: string): string | null {
 
 /** An address or CIDR block, IPv4 or IPv6: `192.168.1.0/24`, `10.0.0.5`, `fd00::/8`. */
 export function checkCidr(v: string): string | null {
-  const [addr, bits, extra] = v.split('/');
-  const family = isIP(addr ?? '');
-  if (family === 0 || extra !== undefined) return `must be an address or CIDR like 192.168.1.0/24, not \`${v}\``;
-  if (bits !== undefined) {
-    const n = /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
-    const max = family === 4 ? 32 : 128;
-    if (!(n >= 0 && n <= max)) return `prefix length in \`${v}\` must be 0-${max}`;
-  }
-  return null;
+  const c = parseCidr(v);
+  return 'error' in c ? c.error : null;
 }
 
 /** Pi serials: 8 hex digits, case-insensitive; the 16-digit form from /proc/cpuinfo is shortened. */
@@ -40,10 +34,18 @@ export function normalizeMac(raw: string): { key: string } | { error: string } {
   return { key: [m[1], m[3], m[4], m[5], m[6], m[7]].join(':') };
 }
 
-const imageName = (raw: string): { key: string } | { error: string } =>
-  /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(raw)
-    ? { key: raw }
-    : { error: `image name must be letters, digits, '.', '_' or '-' (at most 64), not \`${raw}\`` };
+/** The rule for image and export names (letters, digits, '.', '_', '-'; at most 64; not starting with a symbol). */
+export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
+const NAME_RE = new RegExp(NAME_PATTERN);
+
+export function checkName(raw: string, what = 'image name'): string | null {
+  return NAME_RE.test(raw) ? null : `${what} must be letters, digits, '.', '_' or '-' (at most 64), not \`${raw}\``;
+}
+
+const imageName = (raw: string): { key: string } | { error: string } => {
+  const problem = checkName(raw);
+  return problem ? { error: problem } : { key: raw };
+};
 
 const port = (def: number, description: string) => s.integer({ minimum: 0, maximum: 65535, default: def, description });
 const path = (description: string) => s.string({ description, check: (v) => (v.trim() === '' ? 'must not be empty' : null) });
@@ -194,7 +196,7 @@ export const configSchema = s.object(
       { defaultEmpty: true },
     ),
     images: s.map(
-      { description: 'image name', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', normalize: imageName },
+      { description: 'image name', pattern: NAME_PATTERN, normalize: imageName },
       s.object(
         {
           path: path('The disk image file (MBR or GPT)'),

@@ -1,11 +1,13 @@
 /**
- * What the NBD server asks about exports, and a simple static provider (a list of image files). The
- * registry implements `ExportProvider` later; the server knows nothing else about images.
+ * What the NBD server asks about exports (`ExportProvider`), and the provider over a list of image files
+ * (`StaticExportProvider`: modes, allow-lists, the one-writer rule, per-client overlays) that the registry
+ * builds from the config. The server knows nothing else about images.
  */
 import net from 'node:net';
 import type { BlockDevice } from '../disk/blockdev.js';
 import { DevicePool } from '../disk/pool.js';
 import { NetbootError } from '../util/errors.js';
+import { parseCidr } from '../util/net.js';
 
 /** The peer of one NBD connection. */
 export interface NbdClient {
@@ -74,17 +76,10 @@ export class AllowList {
   private readonly list = new net.BlockList();
   constructor(readonly entries: readonly string[]) {
     for (const raw of entries) {
-      const [addr, prefix, extra] = raw.trim().split('/');
-      const type = net.isIPv4(addr ?? '') ? 'ipv4' : net.isIPv6(addr ?? '') ? 'ipv6' : null;
-      if (!type || extra !== undefined) throw new NetbootError('BAD_CIDR', `allow-list entry '${raw}' is not an address or CIDR`);
-      if (prefix === undefined) {
-        this.list.addAddress(addr!, type);
-        continue;
-      }
-      const bits = Number(prefix);
-      const max = type === 'ipv4' ? 32 : 128;
-      if (!/^\d+$/.test(prefix) || bits > max) throw new NetbootError('BAD_CIDR', `allow-list entry '${raw}': bad prefix length`);
-      this.list.addSubnet(addr!, bits, type);
+      const c = parseCidr(raw);
+      if ('error' in c) throw new NetbootError('BAD_CIDR', `allow-list entry ${c.error}`);
+      if (c.bits === undefined) this.list.addAddress(c.address, c.family);
+      else this.list.addSubnet(c.address, c.bits, c.family);
     }
   }
   allows(address: string): boolean {

@@ -13,7 +13,6 @@
  * read-only). A second run with the same options changes nothing: files whose bytes would stay the same
  * are not rewritten (so their timestamps stay too).
  */
-import fs from 'node:fs';
 import { readFile, stat, truncate, writeFile, rename, readdir } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { isIPv6 } from 'node:net';
@@ -23,12 +22,13 @@ import { FileBlockDevice, flushDevice } from '../disk/blockdev.js';
 import { openPartition, readPartitionTable, type PartitionTable } from '../disk/partitions.js';
 import { isLinuxRootType } from '../disk/parttypes.js';
 import { openBootVolume } from '../fat/boot.js';
-import type { Config } from '../config/schema.js';
+import { checkName, type Config } from '../config/schema.js';
+import { humanSize } from '../util/format.js';
 import { FatVolume } from '../fat/volume.js';
 import { FatWriter } from '../fat/writer.js';
 import { addImage, addPi } from '../config/edit.js';
 import { NetbootError, NotFoundError } from '../util/errors.js';
-import type { FileSource } from '../util/source.js';
+import { fileSource, readAll, readFully, type FileSource } from '../util/source.js';
 import { existingNbdroot, rewriteBootConfig } from './cmdline.js';
 import { KERNEL_CONFIGS } from '../registry/cmdline.js';
 import { planGrow } from './grow.js';
@@ -101,50 +101,6 @@ export function defaultExportName(image: string): string {
   return tamed === '' ? 'image' : tamed;
 }
 
-function human(n: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${u[i]}`;
-}
-
-/** A host file as a FileSource (positional callback reads). */
-export async function hostSource(path: string): Promise<FileSource & { mtime: Date }> {
-  const st = await stat(path);
-  const fd = await new Promise<number>((res, rej) => fs.open(path, 'r', (e, f) => (e ? rej(e) : res(f))));
-  let closed = false;
-  return {
-    size: st.size,
-    mtime: st.mtime,
-    read: (buf, off, len, pos, cb) => fs.read(fd, buf, off, len, pos, (e, n) => cb(e, n)),
-    close: () => {
-      if (!closed) {
-        closed = true;
-        fs.close(fd, () => undefined);
-      }
-    },
-  };
-}
-
-function readSource(src: FileSource, buf: Buffer, len: number, pos: number): Promise<number> {
-  return new Promise((res, rej) => {
-    let got = 0;
-    const step = (): void => {
-      if (got >= len) return res(got);
-      src.read(buf, got, len - got, pos + got, (e, n) => {
-        if (e) return rej(e);
-        if (n === 0) return res(got);
-        got += n;
-        step();
-      });
-    };
-    step();
-  });
-}
 
 /** True when two sources hold the same bytes (compared 1 MiB at a time). */
 async function sameBytes(a: FileSource, b: FileSource): Promise<boolean> {
@@ -153,7 +109,7 @@ async function sameBytes(a: FileSource, b: FileSource): Promise<boolean> {
   const bb = Buffer.allocUnsafe(ba.length);
   for (let pos = 0; pos < a.size; pos += ba.length) {
     const n = Math.min(ba.length, a.size - pos);
-    const [x, y] = await Promise.all([readSource(a, ba, n, pos), readSource(b, bb, n, pos)]);
+    const [x, y] = await Promise.all([readFully(a, ba, n, pos), readFully(b, bb, n, pos)]);
     if (x !== n || y !== n || !ba.subarray(0, n).equals(bb.subarray(0, n))) return false;
   }
   return true;
@@ -171,9 +127,7 @@ async function readFat(vol: FatVolume, path: string): Promise<Buffer | undefined
   if (st.size > 16 * MiB) throw new PrepError('EFBIG', `${path} in the boot partition is ${st.size} bytes: too big to edit`);
   const src = await vol.open(path);
   try {
-    const buf = Buffer.alloc(src.size);
-    await readSource(src, buf, src.size, 0);
-    return buf;
+    return await readAll(src, 16 * MiB);
   } finally {
     src.close();
   }
@@ -241,7 +195,7 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
   let newSize = st.size;
   if (o.size !== undefined) {
     const want = Math.ceil(o.size / MiB) * MiB;
-    if (want < st.size) throw new PrepError('EINVAL', `--size ${human(o.size)} is smaller than the image (${human(st.size)}); netbootd prep never shrinks`);
+    if (want < st.size) throw new PrepError('EINVAL', `--size ${humanSize(o.size)} is smaller than the image (${humanSize(st.size)}); netbootd prep never shrinks`);
     newSize = want;
   }
   const copies = await expandCopies(o.copy ?? []);
@@ -284,7 +238,7 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
       root = r.number;
     }
     if (newSize > st.size) {
-      changes.push(`${img}: grow the file from ${human(st.size)} to ${human(newSize)} (sparse)`);
+      changes.push(`${img}: grow the file from ${humanSize(st.size)} to ${humanSize(newSize)} (sparse)`);
     }
     growPlan = await planGrow(before, table, newSize, o.growPartition ?? false);
     for (const c of growPlan.changes) changes.push(`${img}: ${c}`);
@@ -314,7 +268,7 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
     if (cmdOld === undefined) cmdPath = `/${(o.cmdline ?? 'cmdline.txt').replace(/^\/+/, '')}`;
     const prior = cmdOld ? existingNbdroot(cmdOld.toString('utf8'), cmdPath) : undefined;
     exportName = o.exportName ?? prior?.exportName ?? defaultExportName(img);
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(exportName)) {
+    if (checkName(exportName) !== null) {
       throw new PrepError('EINVAL', `--export ${exportName}: use letters, digits, '.', '_' or '-' (at most 64)`);
     }
     if (cmdOld === undefined) {
@@ -364,7 +318,7 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
       if (!isDir) edits.push({ line: `${fatName}:${d}/: create directory`, apply: (w) => w.mkdir(d, { parents: true }) });
     }
     for (const f of copies.files) {
-      const src = await hostSource(f.host);
+      const src = await fileSource(f.host);
       try {
         let same = false;
         try {
@@ -384,7 +338,7 @@ export async function prepImage(o: PrepOptions): Promise<PrepResult> {
           edits.push({
             line: `${fatName}:${f.dest}: copy ${f.host} (${src.size} bytes)`,
             apply: async (w) => {
-              const s = await hostSource(f.host);
+              const s = await fileSource(f.host);
               try {
                 await w.writeFile(f.dest, s, { mtime: s.mtime });
               } finally {

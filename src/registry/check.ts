@@ -17,6 +17,7 @@ import { KERNEL_CONFIGS, cmdlineValue, parseBootConfig, parseNbdDevice, parseNbd
 import { defaultServerAddress } from '../dhcp/address.js';
 import { DEFAULT_BOOT_FILES } from './policy.js';
 import { isLoopbackAddress } from '../util/net.js';
+import { readAll } from '../util/source.js';
 import type { Partition, PartitionTable } from '../disk/partitions.js';
 
 export interface CheckLine {
@@ -378,19 +379,15 @@ async function exists(volume: FatVolume, path: string): Promise<boolean> {
   }
 }
 
-async function readText(volume: FatVolume, path: string, max = 64 * 1024): Promise<string | null> {
+/** A small text file of a volume (a boot loader config), or null when it is missing, unreadable or huge. */
+async function readText(volume: FatVolume, path: string, max = 1024 * 1024): Promise<string | null> {
   try {
     const src = await volume.open(path);
-    const len = Math.min(src.size, max);
-    const buf = Buffer.alloc(len);
-    let got = 0;
-    while (got < len) {
-      const n = await new Promise<number>((res, rej) => src.read(buf, got, len - got, got, (e, k) => (e ? rej(e) : res(k))));
-      if (n === 0) break;
-      got += n;
+    try {
+      return (await readAll(src, max)).toString('utf8');
+    } finally {
+      src.close();
     }
-    src.close();
-    return buf.subarray(0, got).toString('utf8');
   } catch {
     return null;
   }

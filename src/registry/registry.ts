@@ -53,6 +53,21 @@ interface CertIdentity {
   key: string;
 }
 
+/** What a TFTP path says about who asks: a Pi (serial prefix), a PXELINUX MAC lookup, or any other path. */
+export type TftpAsk =
+  | { kind: 'pi'; serial: string; file: string; path: string }
+  | { kind: 'pxelinux-mac'; mac: string; path: string }
+  | { kind: 'path'; path: string };
+
+/** Parses a (normalized) TFTP path (pure). */
+export function parseTftpPath(path: string): TftpAsk {
+  const pi = SERIAL_PREFIX.exec(path);
+  if (pi) return { kind: 'pi', serial: pi[1]!.toLowerCase(), file: pi[2]!, path };
+  const mac = PXELINUX_MAC.exec(path);
+  if (mac) return { kind: 'pxelinux-mac', mac: mac[1]!.toLowerCase().replace(/-/g, ':'), path };
+  return { kind: 'path', path };
+}
+
 /** Where a TFTP path was found, for logs and status. */
 export interface TftpTarget {
   kind: 'pi' | 'host' | 'defaults';
@@ -60,6 +75,8 @@ export interface TftpTarget {
   tftpRoot?: string;
   /** The path inside the image's boot partition or the directory. */
   path: string;
+  /** The boot partition when the client's entry names its own (a Pi's `partition:`). */
+  partition?: number;
 }
 
 export class Registry implements ExportProvider {
@@ -254,47 +271,68 @@ export class Registry implements ExportProvider {
 
   // ------------------------------------------------------------------ TFTP
 
-  /** Which image or directory serves `path` to the client at `address` (null: nobody). Learns identities. */
+  /**
+   * Which image or directory serves `path` to the client at `address` (null: nobody). The request is first
+   * taken as identity evidence (`observe`: a claim that may be refused), then looked up (`lookup`: pure).
+   */
   target(address: string, path: string): TftpTarget | null {
-    const pi = SERIAL_PREFIX.exec(path);
-    if (pi) {
-      const serial = pi[1]!.toLowerCase();
-      const entry = this.config.pis[serial];
-      if (entry) {
-        const file = pi[2]!;
-        const bootStart = PI_BOOT_START.has(file.replace(/^\/+/, '').toLowerCase());
-        // Not this address's serial, and no evidence to move it here: "file not found", never its view.
-        if (!this.claim(address, 'serial', serial, { bootStart })) return null;
-        const known = this.clients.get(address);
-        const boot = !known || known.serial !== serial || Date.now() - known.lastSeen > NEW_BOOT_GAP_MS;
-        this.clients.learn(address, { serial, firmware: 'pi', boot, file });
-        return { kind: 'pi', image: entry.image, path: file };
-      }
+    const ask = parseTftpPath(path);
+    if (!this.observe(address, ask)) return null;
+    const t = this.lookup(address, ask);
+    if (!t) return null;
+    if (t.kind === 'pi' && ask.kind === 'pi') {
+      const known = this.clients.get(address);
+      const boot = !known || known.serial !== ask.serial || Date.now() - known.lastSeen > NEW_BOOT_GAP_MS;
+      this.clients.learn(address, { serial: ask.serial, firmware: 'pi', boot, file: ask.file });
+    } else {
+      const name = t.kind === 'host' ? this.config.hosts[this.clients.get(address)!.mac!]?.name : undefined;
+      this.clients.learn(address, { file: path, ...(name ? { name } : {}) });
     }
-    const mac = PXELINUX_MAC.exec(path);
-    if (mac) {
-      const m = mac[1]!.toLowerCase().replace(/-/g, ':');
+    return t;
+  }
+
+  /**
+   * What a TFTP request tells about who asks: a configured Pi's serial is claimed (moved here only on the
+   * evidence of a boot start, see `claim`); a PXELINUX `01-<mac>` lookup binds a MAC nobody holds to an
+   * address that has none, and is refused for another client's MAC. False: refused (answer "not found").
+   */
+  private observe(address: string, ask: TftpAsk): boolean {
+    if (ask.kind === 'pi') {
+      if (!this.config.pis[ask.serial]) return true; // not a configured Pi: the path is looked up as any other
+      const bootStart = PI_BOOT_START.has(ask.file.replace(/^\/+/, '').toLowerCase());
+      // Not this address's serial, and no evidence to move it here: "file not found", never its view.
+      return this.claim(address, 'serial', ask.serial, { bootStart });
+    }
+    if (ask.kind === 'pxelinux-mac') {
+      const m = ask.mac;
       const here = this.clients.get(address)?.mac;
-      if (here !== m) {
-        const holder = this.clients.holder('mac', m);
-        if ((holder !== undefined && holder !== address) || !this.pinAllows('mac', m, address)) {
-          // A lookup is no evidence: it never moves a MAC, and the asker does not get that client's view.
-          this.warnLimited(`lookup:${address}:${m}`, { ip: address, mac: m, ...(holder ? { holder } : {}), path }, 'PXELINUX lookup of another client\'s MAC refused');
-          return null;
-        }
-        // Binds only an unbound MAC to an address that has none; otherwise the address keeps its own.
-        if (here === undefined) this.clients.learn(address, { mac: m });
+      if (here === m) return true;
+      const holder = this.clients.holder('mac', m);
+      if ((holder !== undefined && holder !== address) || !this.pinAllows('mac', m, address)) {
+        // A lookup is no evidence: it never moves a MAC, and the asker does not get that client's view.
+        this.warnLimited(`lookup:${address}:${m}`, { ip: address, mac: m, ...(holder ? { holder } : {}), path: ask.path }, 'PXELINUX lookup of another client\'s MAC refused');
+        return false;
       }
+      // Binds only an unbound MAC to an address that has none; otherwise the address keeps its own.
+      if (here === undefined) this.clients.learn(address, { mac: m });
+    }
+    return true;
+  }
+
+  /** The image or directory that serves this request, from the config and what is known of the address (pure). */
+  private lookup(address: string, ask: TftpAsk): TftpTarget | null {
+    if (ask.kind === 'pi') {
+      const entry = this.config.pis[ask.serial];
+      if (entry) return { kind: 'pi', image: entry.image, path: ask.file, ...(entry.partition !== undefined ? { partition: entry.partition } : {}) };
     }
     const rec = this.clients.get(address);
     const hostMac = rec?.mac !== undefined && this.pinAllows('mac', rec.mac, address) ? rec.mac : undefined;
     const host = hostMac ? this.config.hosts[hostMac] : undefined;
     const t = host ?? this.config.defaults;
     if (!t) return null;
-    this.clients.learn(address, { file: path, ...(host?.name ? { name: host.name } : {}) });
     const kind = host ? 'host' : 'defaults';
-    if (t.tftpRoot !== undefined) return { kind, tftpRoot: t.tftpRoot, path };
-    if (t.image !== undefined) return { kind, image: t.image, path };
+    if (t.tftpRoot !== undefined) return { kind, tftpRoot: t.tftpRoot, path: ask.path };
+    if (t.image !== undefined) return { kind, image: t.image, path: ask.path };
     return null;
   }
 
@@ -302,9 +340,9 @@ export class Registry implements ExportProvider {
   private whyUnserved(address: string, path: string): { reason: string; fix?: string; serial?: string; mac?: string } {
     const images = Object.keys(this.config.images);
     const image = images.length === 1 ? images[0]! : 'IMAGE';
-    const pi = SERIAL_PREFIX.exec(path);
-    if (pi) {
-      const serial = pi[1]!.toLowerCase();
+    const ask = parseTftpPath(path);
+    if (ask.kind === 'pi') {
+      const serial = ask.serial;
       if (!this.config.pis[serial]) {
         return { serial, reason: `Pi serial ${serial} is not under \`pis\``, fix: `netbootd add-pi ${serial} --image ${image}` };
       }
@@ -338,7 +376,7 @@ export class Registry implements ExportProvider {
       return dir.resolve({ ...req, path: t.path });
     }
     const img = this.image(t.image!);
-    const partition = t.kind === 'pi' ? (this.config.pis[req.path.slice(0, 8).toLowerCase()]?.partition ?? img.bootPartition) : img.bootPartition;
+    const partition = t.partition ?? img.bootPartition;
     const dev = await this.deviceFor(t.image!, req.address);
     const volume = await this.pool.bootVolume(dev, partition);
     try {
@@ -379,9 +417,9 @@ export class Registry implements ExportProvider {
    * configured host (within its pin); else 'unknown'.
    */
   priority(address: string, path: string): 'known' | 'unknown' {
-    const pi = SERIAL_PREFIX.exec(path);
-    if (pi) {
-      const serial = pi[1]!.toLowerCase();
+    const ask = parseTftpPath(path);
+    if (ask.kind === 'pi') {
+      const serial = ask.serial;
       if (this.config.pis[serial] && this.pinAllows('serial', serial, address)) {
         const holder = this.clients.holder('serial', serial);
         if (holder === undefined || holder === address) return 'known';

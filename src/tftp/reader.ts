@@ -18,12 +18,10 @@ export interface BlockReader {
 }
 
 /** A source that can scatter-read in one call (FdSource). */
-interface VectorSource extends FileSource {
-  readv(buffers: NodeJS.ArrayBufferView[], position: number, cb: (err: Error | null, n: number) => void): void;
-}
+type VectorSource = FileSource & Required<Pick<FileSource, 'readv'>>;
 
 function hasReadv(s: FileSource): s is VectorSource {
-  return typeof (s as Partial<VectorSource>).readv === 'function';
+  return typeof s.readv === 'function';
 }
 
 /** Octet mode: the file's bytes as they are. */

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { FileSource, ReadCallback } from '../util/source.js';
+import { FdSource, type FileSource } from '../util/source.js';
 import { ParseError, type Result, ok, err } from '../util/errors.js';
 
 export interface ResolveRequest {
@@ -47,32 +47,6 @@ export function normalizePath(raw: string): Result<string> {
   }
   if (parts.length === 0) return err(new ParseError('TFTP_BAD_PATH', 'empty path'));
   return ok(parts.join('/'));
-}
-
-/** A FileSource over an open file descriptor (callback fs.read; the fd is closed once). */
-export class FdSource implements FileSource {
-  private closed = false;
-  constructor(
-    readonly fd: number,
-    readonly size: number,
-  ) {}
-  read(buf: Buffer, bufOffset: number, length: number, position: number, cb: ReadCallback): void {
-    if (this.closed) return process.nextTick(cb, new Error('source closed'), 0);
-    fs.read(this.fd, buf, bufOffset, length, position, cb);
-  }
-  /**
-   * Scatter read into several buffers in one system call (the engine reads a window of blocks at once
-   * when a source offers this).
-   */
-  readv(buffers: NodeJS.ArrayBufferView[], position: number, cb: ReadCallback): void {
-    if (this.closed) return process.nextTick(cb, new Error('source closed'), 0);
-    fs.readv(this.fd, buffers, position, cb);
-  }
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    fs.close(this.fd, () => {});
-  }
 }
 
 function isInside(root: string, p: string): boolean {

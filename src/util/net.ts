@@ -1,7 +1,28 @@
-/** Address helpers shared by the servers and `check`. */
+/** Address helpers shared by the config, the servers and `check`. */
+import { isIP } from 'node:net';
 
 /** Loopback: 127.0.0.0/8, ::1, ::ffff:127.x, `localhost`. */
 export function isLoopbackAddress(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h);
+}
+
+/** An address or CIDR block (`192.168.1.0/24`, `10.0.0.5`, `fd00::/8`), parsed once for the config and allow-lists. */
+export interface Cidr {
+  address: string;
+  family: 'ipv4' | 'ipv6';
+  /** Prefix length; absent for a single address. */
+  bits?: number;
+}
+
+export function parseCidr(text: string): Cidr | { error: string } {
+  const [address, bits, extra] = text.trim().split('/');
+  const family = isIP(address ?? '');
+  if (family === 0 || extra !== undefined) return { error: `must be an address or CIDR like 192.168.1.0/24, not \`${text}\`` };
+  const kind = family === 4 ? 'ipv4' : 'ipv6';
+  if (bits === undefined) return { address: address!, family: kind };
+  const n = /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
+  const max = family === 4 ? 32 : 128;
+  if (!(n >= 0 && n <= max)) return { error: `prefix length in \`${text}\` must be 0-${max}` };
+  return { address: address!, family: kind, bits: n };
 }

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { ProxyDhcpServer } from '../../src/dhcp/server.js';
-import { StaticDhcpPolicy } from '../../src/dhcp/policy.js';
+import { StaticDhcpPolicy } from './static-policy.js';
 import { PERSONAS, buildRequest, waitFor } from './client.js';
 import { captureLogger } from '../tftp/helpers.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Opt, fieldString, getOption, getOptionString, messageType, parseDhcp, serializeDhcp, type DhcpMessage } from '../../src/dhcp/packet.js';
 import { classify, PI_OPTION_43 } from '../../src/dhcp/pxe.js';
 import { buildProxyReply, replyDestination } from '../../src/dhcp/reply.js';
-import { StaticDhcpPolicy } from '../../src/dhcp/policy.js';
+import { StaticDhcpPolicy } from './static-policy.js';
 import { defaultServerAddress, addressForPeer, type InterfaceTable } from '../../src/dhcp/address.js';
 import { loadHex } from './hex.js';
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { ProxyDhcpServer, type ProxyDhcpServerOptions } from '../../src/dhcp/server.js';
-import { StaticDhcpPolicy } from '../../src/dhcp/policy.js';
+import { StaticDhcpPolicy } from './static-policy.js';
 import { fieldString, getOption, messageType, parseDhcp, serializeDhcp } from '../../src/dhcp/packet.js';
 import { PERSONAS, buildRequest, collect, waitFor, type Persona } from './client.js';
 import { loadHex, FIXTURES } from './hex.js';

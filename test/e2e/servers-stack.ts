@@ -13,7 +13,7 @@
  * Stops on SIGTERM.
  */
 import { ProxyDhcpServer } from '../../src/dhcp/server.js';
-import { StaticDhcpPolicy } from '../../src/dhcp/policy.js';
+import { StaticDhcpPolicy } from '../dhcp/static-policy.js';
 import { TftpServer } from '../../src/tftp/server.js';
 import { DirectoryResolver } from '../../src/tftp/resolver.js';
 import { NbdServer } from '../../src/nbd/server.js';

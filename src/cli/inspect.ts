@@ -15,12 +15,8 @@ import { openPartition, readPartitionTable, type Partition, type PartitionTable 
 import { findBootPartition } from '../fat/boot.js';
 import { FatVolume, type FatStat } from '../fat/volume.js';
 import { NetbootError } from '../util/errors.js';
-import type { FileSource } from '../util/source.js';
-
-/** A failure to show as-is on one line. */
-export class CliError extends Error {}
-
-const CAT_BUFFER = 1 << 20;
+import { CliError, columns, parseWhere, streamTo } from './common.js';
+import { humanSize } from '../util/format.js';
 
 export function registerImageCommands(program: Command): void {
   program
@@ -84,17 +80,6 @@ function quietOnClosedStdout(): void {
     process.stderr.write(`netbootd: stdout: ${e.message}\n`);
     process.exitCode = 1;
   });
-}
-
-/** `1`, `1:/dir`, `0:/x`, `:/x`, `/x` → partition number (0 = whole image) and path. */
-export function parseWhere(where: string): { part: number; path: string } {
-  const m = /^(\d*)(?::(.*))?$/s.exec(where);
-  if (m) {
-    const path = m[2] === undefined || m[2] === '' ? '/' : m[2];
-    return { part: m[1] === '' ? 0 : Number(m[1]), path: path.startsWith('/') ? path : `/${path}` };
-  }
-  if (where.startsWith('/')) return { part: 0, path: where };
-  throw new CliError(`${where}: expected PART[:/path], e.g. 1:/config.txt`);
 }
 
 function parseSectorSize(s: string | undefined): 512 | 4096 | undefined {
@@ -161,72 +146,8 @@ async function openVolume(image: string, dev: BlockDevice, table: PartitionTable
   }
 }
 
-/** Copies a source to a writable stream through one fixed buffer, waiting for each write to be taken. */
-export async function streamTo(src: FileSource, out: NodeJS.WritableStream): Promise<void> {
-  const buf = Buffer.allocUnsafe(Math.min(CAT_BUFFER, Math.max(1, src.size)));
-  let broken: Error | null = null;
-  const onError = (e: Error): void => {
-    broken = e;
-  };
-  out.on('error', onError);
-  try {
-    let pos = 0;
-    while (pos < src.size && !broken) {
-      const n = await new Promise<number>((resolve, reject) =>
-        src.read(buf, 0, Math.min(buf.length, src.size - pos), pos, (e, got) => (e ? reject(e) : resolve(got))),
-      );
-      if (n === 0) break;
-      // The buffer is reused only after the stream has taken these bytes (its callback), which also
-      // makes a slow reader hold us back.
-      await new Promise<void>((resolve) => {
-        out.write(buf.subarray(0, n), (e) => {
-          if (e) broken = e;
-          resolve();
-        });
-      });
-      pos += n;
-    }
-  } finally {
-    out.off('error', onError);
-  }
-  const b = broken as (Error & { code?: string }) | null;
-  if (b && b.code !== 'EPIPE') throw b; // a closed pipe (`| head`) is the reader's choice, not an error
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Formatting
-
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-
-/** 1536 → '1.5 KiB', 67108864 → '64 MiB'. */
-export function humanSize(n: number): string {
-  let u = 0;
-  let v = n;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  if (u === 0) return `${n} B`;
-  const s = v >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1).replace(/\.0$/, '');
-  return `${s} ${UNITS[u]}`;
-}
-
-/** Left-aligned columns separated by two spaces; columns listed in `right` are right-aligned. */
-export function columns(rows: string[][], right: ReadonlySet<number> = new Set()): string {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, [...c].length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => {
-          const pad = ' '.repeat(widths[i]! - [...c].length);
-          return right.has(i) ? pad + c : i === r.length - 1 ? c : c + pad;
-        })
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n') + '\n';
-}
 
 async function fatInfo(dev: BlockDevice, table: PartitionTable, p: Partition | null, image: string): Promise<{ fs: string; label: string }> {
   if (p?.extended) return { fs: '-', label: '-' };
