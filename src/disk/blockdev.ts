@@ -412,39 +412,6 @@ export class FileBlockDevice implements BlockDevice {
   }
 }
 
-/** A device held in memory: for tests, fuzzing, and small synthetic images. */
-export class MemoryBlockDevice implements BlockDevice {
-  private readonly emitter = new WrittenEmitter();
-  readonly size: number;
-  constructor(
-    readonly data: Buffer,
-    readonly readOnly = false,
-    readonly name = 'memory',
-  ) {
-    this.size = data.length;
-  }
-  read(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
-    const bad = checkRange(this, length, position);
-    if (bad) return process.nextTick(cb, bad);
-    this.data.copy(buf, offset, position, position + length);
-    process.nextTick(cb, null);
-  }
-  write(buf: Buffer, offset: number, length: number, position: number, cb: IoCallback): void {
-    if (this.readOnly) return process.nextTick(cb, new IoError('EPERM', `${this.name}: read-only`));
-    const bad = checkRange(this, length, position);
-    if (bad) return process.nextTick(cb, bad);
-    buf.copy(this.data, position, offset, offset + length);
-    this.emitter.emit(position, length);
-    process.nextTick(cb, null);
-  }
-  flush(cb: IoCallback): void {
-    process.nextTick(cb, null);
-  }
-  onWritten(listener: WrittenListener): () => void {
-    return this.emitter.add(listener);
-  }
-}
-
 /**
  * A window [start, start+size) of another device: a partition. Reads and writes are translated and
  * bounds-checked; the parent's written events that overlap the window are re-announced window-relative.

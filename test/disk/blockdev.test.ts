@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileBlockDevice, MemoryBlockDevice, SliceBlockDevice, readAt, writeAt } from '../../src/disk/blockdev.js';
+import { FileBlockDevice, SliceBlockDevice, readAt, writeAt } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { IoError } from '../../src/util/errors.js';
 import { tempDir } from '../helpers/tools.js';
 

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { compressedFormat, readPartitionTable } from '../../src/disk/partitions.js';
 import { ParseError } from '../../src/util/errors.js';
 

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { crc32 } from '../../src/disk/crc32.js';
 import { parseGptEntries, parseGptHeader } from '../../src/disk/gpt.js';
 import { parseEbr, parseMbr } from '../../src/disk/mbr.js';

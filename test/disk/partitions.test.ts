@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { FileBlockDevice, MemoryBlockDevice, readAt, type BlockDevice } from '../../src/disk/blockdev.js';
+import { FileBlockDevice, readAt, type BlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { crc32 } from '../../src/disk/crc32.js';
 import { formatGuid, guidToBytes } from '../../src/disk/gpt.js';
 import { parseMbr } from '../../src/disk/mbr.js';

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { openBootVolume } from '../../src/fat/boot.js';
 import { CorruptError, NotFoundError } from '../../src/util/errors.js';
 import { writeMbrSector } from '../disk/craft.js';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { parseBootSector, type Bpb } from '../../src/fat/bpb.js';
 import { FatVolume, MAX_PATH_DEPTH } from '../../src/fat/volume.js';
 import { NetbootError } from '../../src/util/errors.js';

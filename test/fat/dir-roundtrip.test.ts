@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MemoryBlockDevice, type BlockDevice } from '../../src/disk/blockdev.js';
+import { type BlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { readBootSector, type Bpb } from '../../src/fat/bpb.js';
 import {
   DIR_ENTRY_SIZE, decodeSlot, encodeSlot, isLongSlot, longNameEntries, parseDirectory, type ShortSlot,

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { FatTable, fatEntry, walkChain, type ChainOptions } from '../../src/fat/table.js';
 import { FatVolume } from '../../src/fat/volume.js';
 import { FatWriter } from '../../src/fat/writer.js';

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { parseBootSector, type Bpb } from '../../src/fat/bpb.js';
 import { parseDirectory } from '../../src/fat/dir.js';
 import { FatTable, extentsOverlap } from '../../src/fat/table.js';

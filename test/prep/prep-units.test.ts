@@ -12,7 +12,7 @@ import { parseSize, planGrow } from '../../src/prep/grow.js';
 import { defaultExportName } from '../../src/prep/prep.js';
 import { addImage, addPi } from '../../src/config/edit.js';
 import { parseConfig } from '../../src/config/load.js';
-import { MemoryBlockDevice } from '../../src/disk/blockdev.js';
+import { MemoryBlockDevice } from '../../src/testing/memory-device.js';
 import { readPartitionTable } from '../../src/disk/partitions.js';
 
 const T = { server: '192.168.1.10', exportName: 'pios', rootPartition: 2 };
