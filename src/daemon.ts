@@ -16,6 +16,7 @@ import { ClientTable, clientFields, identityKey } from './registry/clients.js';
 import { ImagePool } from './registry/pool.js';
 import { Registry } from './registry/registry.js';
 import { StatusServer } from './status/server.js';
+import { HttpBootServer } from './http/server.js';
 import { TftpServer, type TransferStats } from './tftp/server.js';
 import type { ResolveRequest, TftpResolver } from './tftp/resolver.js';
 import { NetbootError } from './util/errors.js';
@@ -43,6 +44,7 @@ export class Daemon {
   private pool!: ImagePool;
   private log!: Logger;
   private tftp: TftpServer | null = null;
+  private http: HttpBootServer | null = null;
   private nbd: NbdServer | null = null;
   private dhcp: ProxyDhcpServer | null = null;
   private status: StatusServer | null = null;
@@ -56,11 +58,13 @@ export class Daemon {
   private readonly counters = {
     tftpFiles: this.metrics.counter('netbootd_tftp_transfers_total', 'TFTP transfers by outcome'),
     tftpBytes: this.metrics.counter('netbootd_tftp_bytes_total', 'Bytes sent by TFTP'),
+    httpFiles: this.metrics.counter('netbootd_http_requests_total', 'HTTP boot file requests by status'),
+    httpBytes: this.metrics.counter('netbootd_http_bytes_total', 'Bytes sent by HTTP'),
     dhcpReplies: this.metrics.counter('netbootd_dhcp_replies_total', 'Proxy DHCP offers and acks by firmware'),
     reloads: this.metrics.counter('netbootd_config_reloads_total', 'Config reloads by result'),
   };
   /** Addresses the servers listen on (after start), for tests and the demo. */
-  readonly bound: { tftp?: number; nbd?: number; dhcp?: number; proxy?: number | null; status?: number } = {};
+  readonly bound: { tftp?: number; nbd?: number; dhcp?: number; proxy?: number | null; status?: number; http?: number } = {};
 
   constructor(private readonly opts: DaemonOptions) {}
 
@@ -91,6 +95,7 @@ export class Daemon {
       if (config.tftp.enabled) await listening(this.startTftp(config), 'TFTP', 'udp', config.tftp.port, 'tftp.port');
       if (config.nbd.enabled) await listening(this.startNbd(config), 'NBD', 'tcp', config.nbd.port, 'nbd.port');
       if (config.dhcp.enabled) await listening(this.startDhcp(config), 'proxy DHCP', 'udp', config.dhcp.port, 'dhcp.port (and dhcp.proxyPort)');
+      if (config.http.enabled) await listening(this.startHttp(config), 'HTTP', 'tcp', config.http.port, 'http.port');
       if (config.status.enabled) {
         this.status = new StatusServer(
           {
@@ -244,6 +249,21 @@ export class Daemon {
     this.bound.tftp = (await this.tftp.listen()).port;
   }
 
+  /** HTTP boot files: the registry's TFTP resolution, over HTTP. */
+  private async startHttp(config: Config): Promise<void> {
+    this.http = new HttpBootServer({
+      resolver: { resolve: (req: ResolveRequest) => this.registry.resolve(req) },
+      logger: this.log.child({ component: 'http' }),
+      describeClient: (ip) => clientFields(this.clients.identity(ip)),
+      limits: { maxConnections: config.http.maxConnections, idleTimeoutMs: config.http.idleTimeoutMs },
+    });
+    this.http.onTransfer = (t) => {
+      this.counters.httpFiles.inc({ status: String(t.status) });
+      this.counters.httpBytes.inc({}, t.bytes);
+    };
+    this.bound.http = (await this.http.listen(config.http.port, config.http.address)).port;
+  }
+
   private async startNbd(config: Config): Promise<void> {
     const exports: ExportProvider = {
       list: (c: NbdClient) => this.registry.list(c),
@@ -340,7 +360,7 @@ export class Daemon {
       for (const w of loaded.warnings) this.log.warn({ config: this.opts.configPath }, formatIssue(w));
       const old = this.registry.config;
       const next = loaded.config;
-      const restartNeeded = (['tftp', 'nbd', 'dhcp', 'status'] as const).filter(
+      const restartNeeded = (['tftp', 'nbd', 'dhcp', 'http', 'status'] as const).filter(
         (k) => JSON.stringify(old[k]) !== JSON.stringify(next[k]),
       );
       this.registry = new Registry(next, this.pool, this.clients, this.log.child({ component: 'registry' }));
@@ -383,6 +403,7 @@ export class Daemon {
         if (this.tftp) closing.push(this.tftp.close());
         if (this.nbd) closing.push(this.nbd.close());
         if (this.status) closing.push(this.status.close());
+        if (this.http) closing.push(this.http.close());
         await Promise.allSettled(closing);
         await this.saveClientsNow();
         await this.pool?.close();
@@ -434,6 +455,7 @@ export class Daemon {
             recent: this.recentTransfers.slice(-20),
           }
         : null,
+      http: this.http ? { ...this.http.counters } : null,
       unserved: this.clients.unserved().map((u) => ({ ...u, first: new Date(u.first).toISOString(), last: new Date(u.last).toISOString() })),
       nbd: this.nbd
         ? {

@@ -182,6 +182,16 @@ export const configSchema = s.object(
       },
       { defaultEmpty: true },
     ),
+    http: s.object(
+      {
+        enabled: s.boolean({ default: false, description: 'Serve boot files over HTTP too (iPXE, UEFI HTTP boot): the same per-client views as TFTP' }),
+        port: port(8080, 'HTTP port'),
+        address: s.string({ default: '0.0.0.0', check: checkIPv4, description: 'Address to listen on' }),
+        maxConnections: s.integer({ minimum: 1, maximum: 10000, default: 64, description: 'Open HTTP connections at once, all clients' }),
+        idleTimeoutMs: s.integer({ minimum: 1000, maximum: 600000, default: 30000, description: 'A connection with no progress either way is closed after this long' }),
+      },
+      { defaultEmpty: true, description: 'HTTP boot files (off unless enabled)' },
+    ),
     status: s.object(
       {
         enabled: s.boolean({ default: true }),
