@@ -29,7 +29,7 @@ import {
 import { DirectoryResolver, type ResolveRequest } from '../tftp/resolver.js';
 import { PI_OUIS } from '../dhcp/pxe.js';
 import { normalizeMac } from '../config/schema.js';
-import { RateLimiter } from '../util/log.js';
+import { FloodLog } from '../util/flood.js';
 import { addressKey, clientFields, identityKey, type ClientTable, type IdentityKind } from './clients.js';
 import type { ImagePool } from './pool.js';
 import { RegistryDhcpPolicy } from './policy.js';
@@ -38,8 +38,6 @@ const SERIAL_PREFIX = /^([0-9a-fA-F]{8})\/(.+)$/;
 const PXELINUX_MAC = /^pxelinux\.cfg\/01-([0-9a-f]{2}(?:-[0-9a-f]{2}){5})$/i;
 /** A client quiet this long and then asking again is starting a new boot. */
 export const NEW_BOOT_GAP_MS = 60_000;
-/** Rate-limited identity warnings: at most this many lines per 10 s. */
-const WARN_BUDGET = 20;
 /** The first files a Pi bootloader asks for under its serial (Pi 4: start4.elf; Pi 5: config.txt; …). */
 const PI_BOOT_START = new Set([
   'start.elf', 'start4.elf', 'start_cd.elf', 'start4cd.elf', 'start_x.elf', 'start4x.elf', 'start_db.elf', 'start4db.elf',
@@ -87,10 +85,8 @@ export class Registry implements ExportProvider {
   /** `address:` pins of Pis and hosts. */
   private readonly pins = new Map<string, AllowList>();
   private readonly hostByName = new Map<string, string>();
-  /** Warnings a remote host can trigger, rate-limited (one line per key and interval, with the count suppressed). */
-  private readonly rate = new RateLimiter(10_000, 256);
-  /** And at most WARN_BUDGET such lines per 10 s overall, whatever the keys (spoofed sources are many). */
-  private budget = { windowStart: 0, lines: 0, suppressed: 0 };
+  /** Lines remote hosts can trigger: one per client and kind per 10 s, at most 20 of a kind per 10 s. */
+  private readonly flood: FloodLog;
 
   constructor(
     readonly config: Config,
@@ -99,6 +95,7 @@ export class Registry implements ExportProvider {
     private readonly log: Logger = silentLogger,
   ) {
     this.policy = new RegistryDhcpPolicy(config);
+    this.flood = new FloodLog(log, { maxLinesPerKind: 20 });
     for (const [serial, pi] of Object.entries(config.pis)) if (pi.address) this.pins.set(`serial:${serial}`, new AllowList([pi.address]));
     for (const [mac, host] of Object.entries(config.hosts)) {
       if (host.address) this.pins.set(`mac:${mac}`, new AllowList([host.address]));
@@ -133,28 +130,10 @@ export class Registry implements ExportProvider {
     return !pin || pin.allows(ip);
   }
 
-  /** Rate-limited warning (a remote host triggers these): one line per key and 10 s, with the count suppressed. */
-  private warnLimited(key: string, fields: Record<string, unknown>, msg: string, now = Date.now()): void {
-    this.limited('warn', key, fields, msg, now);
-  }
-
-  /** One line per key and 10 s, and at most WARN_BUDGET such lines per 10 s overall, with what was suppressed. */
-  private limited(level: 'warn' | 'info', key: string, fields: Record<string, unknown>, msg: string, now = Date.now()): void {
-    const suppressed = this.rate.allow(key, now);
-    if (suppressed === null) return;
-    const b = this.budget;
-    if (now - b.windowStart >= 10_000) {
-      b.windowStart = now;
-      b.lines = 0;
-    }
-    if (b.lines >= WARN_BUDGET) {
-      b.suppressed += 1 + suppressed;
-      return;
-    }
-    b.lines++;
-    const others = b.suppressed;
-    b.suppressed = 0;
-    this.log[level]({ ...fields, ...(suppressed ? { suppressed } : {}), ...(others ? { suppressedOther: others } : {}) }, msg);
+  /** A line a remote host can trigger (kind:key): bounded per key and per kind, with counts (util/flood.ts). */
+  private limited(level: 'warn' | 'info', key: string, fields: Record<string, unknown>, msg: string): void {
+    const colon = key.indexOf(':');
+    this.flood.event(level, key.slice(0, colon), key.slice(colon + 1), fields, msg);
   }
 
   /**
@@ -164,7 +143,7 @@ export class Registry implements ExportProvider {
   private claim(ip: string, kind: IdentityKind, id: string, evidence: { dhcp?: boolean; bootStart?: boolean }, now = Date.now()): boolean {
     const field = kind === 'serial' ? 'serial' : 'mac';
     const refuse = (why: string, holder?: string): false => {
-      this.warnLimited(`claim:${ip}:${id}`, { ip, [field]: id, ...(holder ? { holder } : {}), why }, 'client identity not given to this address');
+      this.limited('warn', `claim:${ip}:${id}`, { ip, [field]: id, ...(holder ? { holder } : {}), why }, 'client identity not given to this address');
       return false;
     };
     if (!this.pinAllows(kind, id, ip)) return refuse('pinned to another address');
@@ -233,7 +212,7 @@ export class Registry implements ExportProvider {
     const cert = this.certIdentity(c);
     const ip = normalizeAddress(c.address);
     if (cert && !this.pinAllows(cert.kind, cert.id, ip)) {
-      this.warnLimited(`certpin:${ip}:${cert.id}`, { ip, [cert.kind]: cert.id, export: exp.name }, 'NBD client certificate used outside its pin: refused');
+      this.limited('warn', `certpin:${ip}:${cert.id}`, { ip, [cert.kind]: cert.id, export: exp.name }, 'NBD client certificate used outside its pin: refused');
       return `export '${exp.name}' is not available to this client here`;
     }
     if (!exp.clientCert) return null;
@@ -246,7 +225,7 @@ export class Registry implements ExportProvider {
           ? this.config.hosts[cert.id]!.image === imageName
           : this.config.defaults?.image === imageName;
     if (!ok) {
-      this.warnLimited(`certimg:${ip}:${cert.id}`, { ip, [cert.kind]: cert.id, export: exp.name }, 'NBD client certificate names a client of another image: refused');
+      this.limited('warn', `certimg:${ip}:${cert.id}`, { ip, [cert.kind]: cert.id, export: exp.name }, 'NBD client certificate names a client of another image: refused');
       return `export '${exp.name}' requires a client certificate naming one of its clients`;
     }
     return null;
@@ -310,7 +289,7 @@ export class Registry implements ExportProvider {
       const holder = this.clients.holder('mac', m);
       if ((holder !== undefined && holder !== address) || !this.pinAllows('mac', m, address)) {
         // A lookup is no evidence: it never moves a MAC, and the asker does not get that client's view.
-        this.warnLimited(`lookup:${address}:${m}`, { ip: address, mac: m, ...(holder ? { holder } : {}), path: ask.path }, 'PXELINUX lookup of another client\'s MAC refused');
+        this.limited('warn', `lookup:${address}:${m}`, { ip: address, mac: m, ...(holder ? { holder } : {}), path: ask.path }, 'PXELINUX lookup of another client\'s MAC refused');
         return false;
       }
       // Binds only an unbound MAC to an address that has none; otherwise the address keeps its own.
@@ -363,7 +342,7 @@ export class Registry implements ExportProvider {
       // Why, in words a user can act on; named by what was asked (not by what this address was before).
       const why = this.whyUnserved(req.address, req.path);
       this.clients.noteUnserved({ ip: req.address, path: req.path, ...why });
-      // A remote flood must not write one line per packet: per client and 10 s, within the overall budget.
+      // A remote flood must not write one line per packet: one line per client per 10 s, at most 20 a window (FloodLog).
       this.limited('info', `unserved:${req.address}:${why.serial ?? why.mac ?? ''}`, { ip: req.address, ...why, path: req.path }, 'TFTP request from a client this config does not serve');
       return null;
     }
