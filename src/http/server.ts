@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { RateLimiter, silentLogger, type Logger } from '../util/log.js';
 import type { FileSource } from '../util/source.js';
 import { normalizePath, type TftpResolver } from '../tftp/resolver.js';
+import { closeHttpServer, normalizeAddress } from '../util/net.js';
 
 export interface HttpLimits {
   /** Open connections at once, all clients. Default 64. */
@@ -97,7 +98,7 @@ export class HttpBootServer {
     server.setTimeout(l.idleTimeoutMs, (socket) => socket.destroy());
     server.on('clientError', (e: NodeJS.ErrnoException, socket) => {
       // Oversized headers (431), malformed requests (400), header timeouts: answered if the socket can be, then closed.
-      const ip = (socket as unknown as { remoteAddress?: string }).remoteAddress ?? '';
+      const ip = normalizeAddress((socket as unknown as { remoteAddress?: string }).remoteAddress ?? '');
       if (this.rate.allow(`clienterr:${ip}:${e.code}`) !== null) this.log.info({ ...this.who(ip), code: e.code }, 'http request refused');
       if (socket.writable && e.code !== 'ECONNRESET') {
         const status = e.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
@@ -118,13 +119,12 @@ export class HttpBootServer {
   }
 
   private who(ip: string): Record<string, string> {
-    const a = ip.replace(/^::ffff:/i, '');
-    return { ...this.describeClient(a), ip: a };
+    return { ...this.describeClient(ip), ip };
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const started = Date.now();
-    const ip = (req.socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
+    const ip = normalizeAddress(req.socket.remoteAddress ?? '');
     const raw = (req.url ?? '/').split('?')[0]!;
     const done = (status: number, path: string, bytes: number): void => {
       const t: HttpTransfer = { address: ip, path, status, bytes, ms: Date.now() - started };
@@ -149,7 +149,8 @@ export class HttpBootServer {
       return refuse(400, raw);
     }
     const norm = normalizePath(decoded);
-    if (!norm.ok) return refuse(norm.error.message.includes('..') ? 403 : 404, decoded);
+    // `..` is an attempt to leave the root (403); an empty path or a control character names nothing (404).
+    if (!norm.ok) return refuse(decoded.split(/[/\\]/).includes('..') ? 403 : 404, decoded);
     const path = norm.value;
     Promise.resolve()
       .then(() => this.resolver.resolve({ address: ip, port: req.socket.remotePort ?? 0, path }))
@@ -157,7 +158,7 @@ export class HttpBootServer {
         (source) => {
           if (!source) return refuse(404, path);
           if (res.destroyed) return source.close();
-          this.send(req, res, source, path, done);
+          this.send(req, res, source, ip, path, done);
         },
         (e: unknown) => {
           this.log.warn({ ...this.who(ip), path, err: e instanceof Error ? e.message : String(e) }, 'http resolve failed');
@@ -166,7 +167,7 @@ export class HttpBootServer {
       );
   }
 
-  private send(req: http.IncomingMessage, res: http.ServerResponse, source: FileSource, path: string, done: (status: number, path: string, bytes: number) => void): void {
+  private send(req: http.IncomingMessage, res: http.ServerResponse, source: FileSource, ip: string, path: string, done: (status: number, path: string, bytes: number) => void): void {
     const size = source.size;
     const range = parseRange(req.headers.range, size);
     if (range === 'unsatisfiable') {
@@ -209,7 +210,7 @@ export class HttpBootServer {
       source.read(buf, 0, n, start + sent, (e, got) => {
         if (finished) return;
         if (e || got <= 0) {
-          this.log.warn({ ...this.who((req.socket.remoteAddress ?? '').replace(/^::ffff:/i, '')), path, err: e?.message ?? 'short read' }, 'http read failed');
+          this.log.warn({ ...this.who(ip), path, err: e?.message ?? 'short read' }, 'http read failed');
           return finish(false);
         }
         // The buffer is read again only once the kernel has taken these bytes (the write callback).
@@ -230,8 +231,6 @@ export class HttpBootServer {
   close(): Promise<void> {
     const s = this.server;
     this.server = null;
-    if (!s) return Promise.resolve();
-    s.closeAllConnections();
-    return new Promise((resolve) => s.close(() => resolve()));
+    return closeHttpServer(s);
   }
 }

@@ -7,7 +7,7 @@ import net from 'node:net';
 import type { BlockDevice } from '../disk/blockdev.js';
 import { DevicePool } from '../disk/pool.js';
 import { NetbootError } from '../util/errors.js';
-import { parseCidr } from '../util/net.js';
+import { normalizeAddress, parseCidr } from '../util/net.js';
 
 /** The peer of one NBD connection. */
 export interface NbdClient {
@@ -65,11 +65,7 @@ export function isRefusal(x: OpenExport | NbdRefusal): x is NbdRefusal {
 
 // ---------------------------------------------------------------- allow-lists
 
-/** Unwraps `::ffff:a.b.c.d` to `a.b.c.d`. */
-export function normalizeAddress(address: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m ? m[1]! : address;
-}
+export { normalizeAddress } from '../util/net.js';
 
 /** An allow-list of addresses and CIDRs (IPv4 and IPv6). Throws `NetbootError('BAD_CIDR')` on a bad entry. */
 export class AllowList {

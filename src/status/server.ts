@@ -15,7 +15,7 @@ import http from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { RateLimiter, type Logger } from '../util/log.js';
-import { isLoopbackAddress } from '../util/net.js';
+import { closeHttpServer, isLoopbackAddress } from '../util/net.js';
 import type { MetricsRegistry } from '../util/metrics.js';
 
 export interface StatusSource {
@@ -163,8 +163,6 @@ export class StatusServer {
   close(): Promise<void> {
     const s = this.server;
     this.server = null;
-    if (!s) return Promise.resolve();
-    s.closeAllConnections();
-    return new Promise((resolve) => s.close(() => resolve()));
+    return closeHttpServer(s);
   }
 }

@@ -1,4 +1,5 @@
 /** Address helpers shared by the config, the servers and `check`. */
+import type http from 'node:http';
 import { isIP } from 'node:net';
 
 /** Loopback: 127.0.0.0/8, ::1, ::ffff:127.x, `localhost`. */
@@ -25,4 +26,17 @@ export function parseCidr(text: string): Cidr | { error: string } {
   const max = family === 4 ? 32 : 128;
   if (!(n >= 0 && n <= max)) return { error: `prefix length in \`${text}\` must be 0-${max}` };
   return { address: address!, family: kind, bits: n };
+}
+
+/** Unwraps `::ffff:a.b.c.d` (an IPv4 peer on a dual-stack socket) to `a.b.c.d`. */
+export function normalizeAddress(address: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return m ? m[1]! : address;
+}
+
+/** Closes an HTTP server and every connection it holds (keep-alive ones included). */
+export function closeHttpServer(server: http.Server | null): Promise<void> {
+  if (!server) return Promise.resolve();
+  server.closeAllConnections();
+  return new Promise((resolve) => server.close(() => resolve()));
 }
