@@ -9,7 +9,7 @@ PACKAGES=(
   # building test images without mounting
   fdisk dosfstools mtools e2fsprogs xz-utils gzip fakeroot
   # TFTP peers: clients and reference servers
-  atftp atftpd tftp-hpa curl busybox
+  atftp atftpd tftp-hpa curl busybox wget
   # NBD peers
   libnbd-bin qemu-utils fio nbdkit nbd-server nbd-client openssl
   # DHCP tests: namespaces and a real DHCP server/client
