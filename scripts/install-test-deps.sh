@@ -15,8 +15,11 @@ PACKAGES=(
   # DHCP tests: namespaces and a real DHCP server/client
   iproute2 dnsmasq-base udhcpc
   # e2e boots: QEMU with SeaBIOS + iPXE and OVMF, boot loaders, initramfs tools (the kernel and busybox-static
-  # are not installed: scripts/e2e/fetch-debs.sh unpacks them into /var/cache/netbootd-e2e)
-  qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common syslinux-efi cpio kmod
+  # are not installed: scripts/e2e/fetch-debs.sh unpacks them into /var/cache/netbootd-e2e); ipxe: the iPXE
+  # binaries (undionly.kpxe, ipxe.efi) that http.chainIpxe hands to plain PXE ROMs
+  qemu-system-x86 ipxe-qemu ipxe ovmf pxelinux syslinux-common syslinux-efi cpio kmod
+  # the status page's browser tests: Debian's Chromium, driven by playwright-core (never a downloaded browser)
+  chromium
 )
 PEERS_DIR=${PEERS_DIR:-/opt/netbootd-peers}
 

@@ -24,6 +24,8 @@ import { normalizeMac, normalizeSerial } from './config/schema.js';
 import { isIP } from 'node:net';
 import { createLogger, type Logger } from './util/log.js';
 import { MetricsRegistry } from './util/metrics.js';
+import { Journey } from './registry/journey.js';
+import { JourneyFeed } from './status/feed.js';
 
 export class ConfigInvalidError extends NetbootError {}
 
@@ -40,6 +42,11 @@ export class Daemon {
   readonly clients = new ClientTable();
   readonly metrics = new MetricsRegistry();
   readonly startedAt = Date.now();
+  /** Each client's boots, kept across reloads (and restarts, in stateDir/journeys.json). */
+  readonly journey = new Journey();
+  readonly feed = new JourneyFeed(this.journey, this.clients, () => this.registry.config, this.metrics, () => this.nbd?.connectionInfo() ?? []);
+  private journeyTimer: NodeJS.Timeout | null = null;
+  private saveJourneysNow: () => Promise<void> = () => Promise.resolve();
   private registry!: Registry;
   private pool!: ImagePool;
   private log!: Logger;
@@ -55,6 +62,7 @@ export class Daemon {
   private reloading: Promise<boolean> | null = null;
   private stopping: Promise<void> | null = null;
   private readonly recentTransfers: TransferStats[] = [];
+  private readonly recentHttp: Array<Record<string, unknown>> = [];
   private readonly counters = {
     tftpFiles: this.metrics.counter('netbootd_tftp_transfers_total', 'TFTP transfers by outcome'),
     tftpBytes: this.metrics.counter('netbootd_tftp_bytes_total', 'Bytes sent by TFTP'),
@@ -86,6 +94,7 @@ export class Daemon {
     await this.checkImages(config);
     fs.mkdirSync(config.server.stateDir, { recursive: true });
     await this.restoreClients(config.server.stateDir);
+    await this.restoreJourneys(config);
 
     this.metrics.computed('netbootd_clients', 'Clients seen since start', () => this.clients.all().length);
     this.metrics.computed('netbootd_tftp_active_transfers', 'TFTP transfers running', () => this.tftp?.stats().active ?? 0);
@@ -101,6 +110,9 @@ export class Daemon {
           {
             status: () => this.statusJson(),
             metrics: this.metrics,
+            journey: (client: string) => this.journey.get(client),
+            subscribe: (fn: () => void) => this.feed.subscribe(fn),
+            live: () => (this.tftp?.stats().active ?? 0) > 0 || (this.nbd?.connections ?? 0) > 0,
             action: async (name, body) => {
               const b = (body ?? {}) as { image?: unknown; client?: unknown };
               if (name !== 'reset-overlay' || typeof b.image !== 'string' || typeof b.client !== 'string') {
@@ -128,6 +140,8 @@ export class Daemon {
       this.imageTimer = setInterval(() => void this.checkImageFiles(), every);
       this.imageTimer.unref();
     }
+    this.journeyTimer = setInterval(() => this.feed.tick(), 2000);
+    this.journeyTimer.unref();
     this.log.info(
       {
         config: this.opts.configPath,
@@ -170,6 +184,47 @@ export class Daemon {
   }
 
   private saveClientsNow: () => Promise<void> = () => Promise.resolve();
+
+  /** Boot journeys: limits from the config; restored from stateDir/journeys.json and saved there (debounced, 5 s) when persistJourneys. */
+  private async restoreJourneys(config: Config): Promise<void> {
+    this.journey.configure(journeyOptions(config));
+    if (!config.status.persistJourneys) return;
+    const file = `${config.server.stateDir}/journeys.json`;
+    try {
+      const n = this.journey.load(JSON.parse(await fs.promises.readFile(file, 'utf8')));
+      this.log.debug({ file, clients: n }, 'boot journeys restored');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ file, err: (e as Error).message }, 'boot journeys not restored');
+    }
+    let timer: NodeJS.Timeout | null = null;
+    let saving: Promise<void> = Promise.resolve();
+    const save = (): Promise<void> => {
+      const write = async (): Promise<void> => {
+        const tmp = `${file}.${process.pid}.tmp`;
+        try {
+          await fs.promises.writeFile(tmp, JSON.stringify(this.journey.toJSON()));
+          await fs.promises.rename(tmp, file);
+        } catch (e) {
+          this.log.warn({ file, err: (e as Error).message }, 'boot journeys not saved');
+        }
+      };
+      saving = saving.then(write, write);
+      return saving;
+    };
+    this.feed.subscribe(() => {
+      if (timer) return;
+      timer = setTimeout(() => {
+        timer = null;
+        void save();
+      }, 5000);
+      timer.unref();
+    });
+    this.saveJourneysNow = () => {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      return save();
+    };
+  }
   private saving: Promise<void> = Promise.resolve();
 
   /** Writes stateDir/clients.json without blocking the event loop; saves run one after another. */
@@ -215,7 +270,7 @@ export class Daemon {
 
   private async startTftp(config: Config): Promise<void> {
     const resolver: TftpResolver = {
-      resolve: (req: ResolveRequest) => this.registry.resolve(req),
+      resolve: (req: ResolveRequest) => this.registry.resolve(req).then((src) => (src || this.feed.notFound('tftp', req), src)),
       // Configured Pis and PCs are served first when transfer slots are short.
       priority: (address: string, path: string) => this.registry.priority(address, path),
     };
@@ -245,6 +300,7 @@ export class Daemon {
       this.counters.tftpBytes.inc({}, s.bytes);
       this.recentTransfers.push(s);
       if (this.recentTransfers.length > 50) this.recentTransfers.shift();
+      this.feed.transfer(s);
     });
     this.bound.tftp = (await this.tftp.listen()).port;
   }
@@ -252,7 +308,7 @@ export class Daemon {
   /** HTTP boot files: the registry's TFTP resolution, over HTTP. */
   private async startHttp(config: Config): Promise<void> {
     this.http = new HttpBootServer({
-      resolver: { resolve: (req: ResolveRequest) => this.registry.resolve(req) },
+      resolver: { resolve: (req: ResolveRequest) => this.registry.resolve(req).then((src) => (src || this.feed.notFound('http', req), src)) },
       logger: this.log.child({ component: 'http' }),
       describeClient: (ip) => clientFields(this.clients.identity(ip)),
       limits: { maxConnections: config.http.maxConnections, idleTimeoutMs: config.http.idleTimeoutMs },
@@ -260,6 +316,10 @@ export class Daemon {
     this.http.onTransfer = (t) => {
       this.counters.httpFiles.inc({ status: String(t.status) });
       this.counters.httpBytes.inc({}, t.bytes);
+      // Like TFTP's: who, what, how much, how long, how it ended (the status), the last 50.
+      this.recentHttp.push({ ...clientFields(this.clients.identity(t.address)), ip: t.address, path: t.path.slice(0, 256), status: t.status, bytes: t.bytes, ms: t.ms, at: new Date().toISOString() });
+      if (this.recentHttp.length > 50) this.recentHttp.shift();
+      this.feed.http(t);
     };
     this.bound.http = (await this.http.listen(config.http.port, config.http.address)).port;
   }
@@ -267,7 +327,7 @@ export class Daemon {
   private async startNbd(config: Config): Promise<void> {
     const exports: ExportProvider = {
       list: (c: NbdClient) => this.registry.list(c),
-      open: (name: string, c: NbdClient) => this.registry.open(name, c),
+      open: async (name: string, c: NbdClient) => this.feed.nbdOpen(name, c, await this.registry.open(name, c)),
     };
     const tls = config.nbd.tls
       ? {
@@ -295,7 +355,13 @@ export class Daemon {
 
   private async startDhcp(config: Config): Promise<void> {
     this.dhcp = new ProxyDhcpServer({
-      policy: { decide: (c: PxeClientInfo) => this.registry.policy.decide(c) },
+      policy: {
+        decide: (c: PxeClientInfo) => {
+          const verdict = this.registry.policy.explain(c);
+          this.feed.dhcp(c, verdict);
+          return verdict.decision;
+        },
+      },
       logger: this.log.child({ component: 'dhcp' }),
       ...(config.server.address ? { serverAddress: config.server.address } : {}),
       ...(config.dhcp.interface ? { interfaceName: config.dhcp.interface } : {}),
@@ -308,6 +374,7 @@ export class Daemon {
     });
     this.dhcp.on('reply', (r: { kind: string; client: PxeClientInfo }) => {
       this.counters.dhcpReplies.inc({ kind: r.kind, firmware: r.client.isPi ? 'pi' : r.client.firmware });
+      if (r.client.piModel) this.clients.noteModel(r.client.mac, r.client.piModel.name);
       const ip = r.client.ciaddr !== '0.0.0.0' ? r.client.ciaddr : undefined;
       if (ip) this.registry.dhcpSeen(ip, r.client.mac, { firmware: r.client.isPi ? 'pi' : r.client.firmware, boot: true });
     });
@@ -367,6 +434,7 @@ export class Daemon {
       this.pool.dropVolumes();
       await this.checkImages(next);
       if (next.logging.level !== old.logging.level) this.log.level = next.logging.level;
+      this.journey.configure(journeyOptions(next));
       this.counters.reloads.inc({ result: 'applied' });
       this.log.info(
         {
@@ -398,6 +466,7 @@ export class Daemon {
         this.watcher?.close();
         if (this.reloadTimer) clearTimeout(this.reloadTimer);
         if (this.imageTimer) clearInterval(this.imageTimer);
+        if (this.journeyTimer) clearInterval(this.journeyTimer);
         const closing: Promise<unknown>[] = [];
         if (this.dhcp) closing.push(this.dhcp.stop());
         if (this.tftp) closing.push(this.tftp.close());
@@ -406,6 +475,7 @@ export class Daemon {
         if (this.http) closing.push(this.http.close());
         await Promise.allSettled(closing);
         await this.saveClientsNow();
+        await this.saveJourneysNow();
         await this.pool?.close();
         this.log?.info({ uptimeS: Math.round((Date.now() - this.startedAt) / 1000) }, 'netbootd stopped');
       })();
@@ -424,6 +494,7 @@ export class Daemon {
     const identity = overlayIdentity(client, this.clients);
     const existed = await this.pool.resetOverlay(this.registry.config.server.stateDir, img.export!, identity);
     this.log.info({ image: imageName, identity, existed }, 'copy-on-write overlay reset');
+    void this.feed.measure();
     return { image: imageName, identity, existed };
   }
 
@@ -434,7 +505,11 @@ export class Daemon {
       uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       config: this.opts.configPath,
       listening: this.bound,
-      images: Object.entries(c.images).map(([name, img]) => ({ name, path: img.path, mode: img.mode, export: img.export })),
+      images: Object.entries(c.images).map(([name, img]) => {
+        const sizes = this.feed.imageSizes().find((x) => x.name === name);
+        return { name, path: img.path, mode: img.mode, export: img.export, ...(sizes?.bytes !== undefined ? { bytes: sizes.bytes } : {}), ...(sizes?.overlays.length ? { overlays: sizes.overlays } : {}) };
+      }),
+      boots: this.journey.summaries(),
       clients: this.clients.all().map((r) => ({
         ...clientFields(r),
         ...(r.firmware ? { firmware: r.firmware } : {}),
@@ -455,7 +530,7 @@ export class Daemon {
             recent: this.recentTransfers.slice(-20),
           }
         : null,
-      http: this.http ? { ...this.http.counters } : null,
+      http: this.http ? { ...this.http.counters, recent: this.recentHttp.slice(-20) } : null,
       unserved: this.clients.unserved().map((u) => ({ ...u, first: new Date(u.first).toISOString(), last: new Date(u.last).toISOString() })),
       nbd: this.nbd
         ? {
@@ -465,6 +540,11 @@ export class Daemon {
         : null,
     };
   }
+}
+
+/** Journey limits from the config. */
+function journeyOptions(c: Config): { maxClients: number; bootsPerClient: number; stalledAfterMs: number } {
+  return { maxClients: c.status.journeyClients, bootsPerClient: c.status.journeyBoots, stalledAfterMs: c.status.stalledAfterS * 1000 };
 }
 
 /** The overlay identity of a client named by serial, MAC or IP (as ClientTable.stateKey names them). */

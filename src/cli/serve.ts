@@ -9,6 +9,7 @@ import { addHost, addPi, editConfigFile } from '../config/edit.js';
 import { loadConfig } from '../config/load.js';
 import { columns } from './common.js';
 import { checkConfig, formatReport } from '../registry/check.js';
+import { follow, formatBoots, formatJourney, type BootSummary, type JourneyJson } from './journey.js';
 
 export const DEFAULT_CONFIG = '/etc/netbootd/netbootd.yaml';
 
@@ -59,19 +60,27 @@ export function registerServeCommands(program: Command): void {
 
   program
     .command('status')
-    .description('show clients, transfers and NBD connections of the running daemon')
+    .description('show clients with their boot stage, transfers and NBD connections of the running daemon; with CLIENT, its boot journey')
+    .argument('[client]', 'a Pi serial, MAC, address or name: its boots, step by step, with hints')
     .option('-c, --config <file>', 'config file (for the status address and port)', DEFAULT_CONFIG)
     .option('--url <url>', 'status endpoint, instead of the one in the config')
     .option('--json', 'print the raw JSON')
-    .action(async (opts: { config: string; url?: string; json?: boolean }) => {
+    .option('-f, --follow', 'follow boots live: a line each time a client moves on (Ctrl-C stops)')
+    .action(async (client: string | undefined, opts: { config: string; url?: string; json?: boolean; follow?: boolean }) => {
       let url = opts.url;
       const loaded = await loadConfig(opts.config);
       const s = loaded.ok ? loaded.config.status : { address: '127.0.0.1', port: 9810, token: undefined };
       if (!url) url = statusUrl(s);
+      if (opts.follow) {
+        const stop = new AbortController();
+        process.once('SIGINT', () => stop.abort());
+        await follow(url, statusHeaders(s.token), (line) => process.stdout.write(line), stop.signal);
+        return;
+      }
       let body: StatusJson;
       let res: Response;
       try {
-        res = await fetch(`${url.replace(/\/$/, '')}/status`, { headers: statusHeaders(s.token) });
+        res = await fetch(`${url.replace(/\/$/, '')}/${client !== undefined ? `journey?client=${encodeURIComponent(client)}` : 'status'}`, { headers: statusHeaders(s.token) });
         body = (await res.json()) as StatusJson;
       } catch (e) {
         throw new Error(`cannot reach the daemon at ${url} (${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}); is it running?`);
@@ -81,7 +90,7 @@ export function registerServeCommands(program: Command): void {
         process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
         return;
       }
-      process.stdout.write(formatStatus(body));
+      process.stdout.write(client !== undefined ? formatJourney(body as unknown as JourneyJson) : formatStatus(body));
     });
 
   program
@@ -115,12 +124,20 @@ export function registerServeCommands(program: Command): void {
   program
     .command('add-pi')
     .description('add (or update) a Raspberry Pi in the config, keeping its comments')
-    .argument('<serial>', 'serial as in /proc/cpuinfo')
+    .argument('<serial-or-mac>', 'serial as in /proc/cpuinfo (8 or 16 hex digits), or the Pi\'s MAC (EEPROM TFTP_PREFIX=2, or 1 with --prefix)')
     .requiredOption('--image <name>', 'image it boots')
     .option('--partition <n>', 'boot partition, when not the image\'s', (v) => Number.parseInt(v, 10))
+    .option('--mac <mac>', 'its MAC, for a Pi listed by serial (TFTP_PREFIX=2 paths, a Pi 3\'s bootcode.bin)')
+    .option('--prefix <dir>', 'its TFTP_PREFIX_STR directory (EEPROM TFTP_PREFIX=1)')
+    .option('--model <n>', 'Pi family 3, 4 or 5 (what `netbootd check` expects in its boot partition)', (v) => Number.parseInt(v, 10))
     .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
-    .action(async (serial: string, opts: { image: string; partition?: number; config: string }) => {
-      const r = await editConfigFile(opts.config, (text) => addPi(text, opts.config, serial, opts.image, opts.partition));
+    .action(async (serial: string, opts: { image: string; partition?: number; mac?: string; prefix?: string; model?: number; config: string }) => {
+      const more = {
+        ...(opts.mac !== undefined ? { mac: opts.mac } : {}),
+        ...(opts.prefix !== undefined ? { prefix: opts.prefix } : {}),
+        ...(opts.model !== undefined ? { model: opts.model } : {}),
+      };
+      const r = await editConfigFile(opts.config, (text) => addPi(text, opts.config, serial, opts.image, opts.partition, more));
       for (const w of r.warnings) process.stderr.write(`netbootd: warning: ${w}\n`);
       process.stdout.write(`${r.summary} in ${opts.config} (a running daemon picks it up by itself)\n`);
     });
@@ -187,8 +204,11 @@ interface StatusJson {
     transfers?: Array<{ ip: string; mac?: string; serial?: string; path: string; size: number; bytes: number; percent: number }>;
   } | null;
   nbd: { connections: number; clients?: Array<{ ip: string; mac?: string; serial?: string; export: string | null; bytesRead: number; bytesWritten: number }> } | null;
+  http?: { served: number; notFound: number; failed: number; bytes: number; recent?: Array<{ ip: string; mac?: string; serial?: string; path: string; status: number; bytes: number; ms: number }> } | null;
   /** Clients that asked and were not served, newest first. */
   unserved?: Array<{ ip: string; serial?: string; mac?: string; path: string; reason: string; fix?: string; count: number; last: string }>;
+  /** Boot journeys, most recently active first. */
+  boots?: BootSummary[];
 }
 
 function plural(n: number, one: string, many = `${one}s`): string {
@@ -199,10 +219,15 @@ export function formatStatus(s: StatusJson): string {
   const out: string[] = [];
   out.push(`netbootd up ${s.uptimeS}s, config ${s.config}`);
   if (s.tftp) out.push(`TFTP: ${s.tftp.active} active, ${s.tftp.served} served, ${s.tftp.notFound} not found, ${s.tftp.failed} failed`);
+  if (s.http) out.push(`HTTP: ${s.http.served} served, ${s.http.notFound} not found, ${s.http.failed} failed, ${s.http.bytes} bytes`);
   if (s.nbd) out.push(`NBD: ${plural(s.nbd.connections, 'connection')}`);
   const who = (c: { ip: string; mac?: string; serial?: string }): string => [c.serial ?? c.mac, c.ip].filter(Boolean).join(' ');
   if (s.tftp?.transfers?.length) {
     out.push('', columns([['TFTP TRANSFER', 'CLIENT', 'PROGRESS'], ...s.tftp.transfers.map((x) => [x.path, who(x), `${x.percent}% of ${x.size} bytes`])]).trimEnd());
+  }
+  if (s.http?.recent?.length) {
+    const rows = s.http.recent.slice(-10).map((x) => [x.path, who(x), String(x.status), `${x.bytes} bytes in ${x.ms} ms`]);
+    out.push('', columns([['HTTP FILE (LAST 10)', 'CLIENT', 'STATUS', 'SENT'], ...rows]).trimEnd());
   }
   if (s.nbd?.clients?.length) {
     out.push('', columns([['NBD EXPORT', 'CLIENT', 'READ', 'WRITTEN'], ...s.nbd.clients.map((c) => [c.export ?? '(handshake)', who(c), String(c.bytesRead), String(c.bytesWritten)])]).trimEnd());
@@ -213,6 +238,7 @@ export function formatStatus(s: StatusJson): string {
       out.push(`  ${[u.serial ?? u.mac, u.ip].filter(Boolean).join(' ')}: ${u.reason} (${plural(u.count, 'request')}, last ${u.path})${u.fix ? `; to serve it: ${u.fix}` : ''}`);
     }
   }
+  if (s.boots?.length) out.push('', formatBoots(s.boots).trimEnd());
   out.push('');
   if (s.clients.length === 0) out.push('no clients seen yet');
   else {

@@ -5,7 +5,7 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { isMap, parseDocument, Scalar, type Document, type YAMLMap } from 'yaml';
 import { formatIssue, parseConfig } from './load.js';
-import { normalizeMac, normalizeSerial } from './schema.js';
+import { normalizeMac, normalizePiKey } from './schema.js';
 import { NetbootError } from '../util/errors.js';
 
 export class ConfigEditError extends NetbootError {}
@@ -45,8 +45,9 @@ function lineEnd(text: string, pos: number): number {
 }
 
 /** A scalar as YAML text: plain when that reads back as the same string, else double-quoted. */
+/** A value as YAML text: plain when it cannot be misread; anything with a colon (a MAC, which YAML 1.1 tools may read as a base-60 number) or an odd character is quoted. */
 function yamlScalar(v: string): string {
-  return /^[A-Za-z0-9_/.@+~][A-Za-z0-9_/.@+~:-]*$/.test(v) && !/:$/.test(v) ? v : JSON.stringify(v);
+  return /^[A-Za-z0-9_/.@+~][A-Za-z0-9_/.@+~-]*$/.test(v) ? v : JSON.stringify(v);
 }
 
 /** A key as YAML text: serials and MACs start with a digit or hold colons: quoted, so no YAML tool reads a number. */
@@ -172,21 +173,55 @@ function requireImage(images: string[], image: string): void {
   }
 }
 
-/** Adds a Pi, or updates the fields given of an existing one (its other fields, such as a pinned address, stay). */
-export function addPi(text: string, file: string, serialRaw: string, image: string, partition?: number): EditResult {
+/**
+ * Adds a Pi, or updates the fields given of an existing one (its other fields, such as a pinned address, stay).
+ * The key is a serial (8 hex digits; 16-digit serials are shortened to their low 32 bits, with a warning) or a
+ * MAC (a Pi known by its MAC: EEPROM TFTP_PREFIX=2, or TFTP_PREFIX=1 with `prefix`).
+ */
+export function addPi(
+  text: string, file: string, serialRaw: string, image: string, partition?: number,
+  more: { mac?: string; prefix?: string; model?: number } = {},
+): EditResult {
   const { doc, images } = open(text, file);
-  const norm = normalizeSerial(serialRaw);
+  const norm = normalizePiKey(serialRaw);
   if ('error' in norm) throw new ConfigEditError('EINVAL', norm.error);
   requireImage(images, image);
+  // A 16-digit serial whose high half is not 10000000/00000000 (Pi 5) is written whole: the loader shortens it
+  // (with its warning) and refuses two whose low halves collide; another such serial with the same low half is
+  // a different Pi, refused here naming both.
+  const raw = serialRaw.trim().toLowerCase();
+  const full = /^[0-9a-f]{16}$/.test(raw) && !/^(10000000|00000000)/.test(raw) ? raw : undefined;
+  if (full !== undefined) {
+    const section = doc.get('pis');
+    for (const item of isMap(section) ? section.items : []) {
+      const k = item.key instanceof Scalar ? String(item.key.value).trim().toLowerCase() : '';
+      const n = normalizePiKey(k);
+      if ('key' in n && n.key === norm.key && /^[0-9a-f]{16}$/.test(k) && k !== full) {
+        throw new ConfigEditError('EINVAL', `Pi ${full} and Pi ${k} both ask for TFTP files under ${norm.key}/ (the bootloader uses the low 32 bits of the serial): they cannot both be configured`);
+      }
+    }
+  }
   const existing = findKey(doc, 'pis', (k) => {
-    const n = normalizeSerial(k);
+    const n = normalizePiKey(k);
     return 'key' in n ? n.key : null;
   }, norm.key);
   const value: Record<string, string> = { image };
   if (partition !== undefined) value.partition = String(partition);
-  const out = setEntry(text, doc, 'pis', existing, yamlKey(norm.key), value);
+  if (more.mac !== undefined) {
+    const m = normalizeMac(more.mac);
+    if ('error' in m) throw new ConfigEditError('EINVAL', m.error);
+    if (norm.key.includes(':')) throw new ConfigEditError('EINVAL', `Pi ${norm.key} is listed by its MAC: --mac is for a Pi listed by serial`);
+    value.mac = m.key;
+  }
+  if (more.prefix !== undefined) value.prefix = more.prefix;
+  if (more.model !== undefined) {
+    if (![3, 4, 5].includes(more.model)) throw new ConfigEditError('EINVAL', `--model must be 3, 4 or 5, not ${more.model}`);
+    value.model = String(more.model);
+  }
+  const out = setEntry(text, doc, 'pis', existing, yamlKey(existing === undefined ? full ?? norm.key : norm.key), value);
   const summary = `${existing !== undefined ? 'updated' : 'added'} Pi ${norm.key} → image ${image}`;
-  return finish(out, file, summary, norm.warning ? [norm.warning] : []);
+  // A whole 16-digit serial gets the loader's own warning (with its line): not twice.
+  return finish(out, file, summary, 'warning' in norm && norm.warning && full === undefined ? [norm.warning] : []);
 }
 
 export function addHost(

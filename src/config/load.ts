@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, normalizeMac, type Config } from './schema.js';
 import { validateNode, type Located, type ValidationContext } from './validate.js';
 
 export interface ConfigIssue {
@@ -102,6 +102,7 @@ function crossCheck(c: Partial<Config>, ctx: ValidationContext, baseDir: string)
     if (img.clientCert && !c.nbd?.tls?.ca) error(`images.${name}.clientCert`, 'requires client certificates but `nbd.tls.ca` (the CA that signs them) is not configured');
   }
   for (const [serial, pi] of Object.entries(c.pis ?? {})) checkImageRef(`pis.${serial}.image`, pi.image);
+  checkPiMacs(c, error);
 
   const checkPc = (path: string, t: { image?: string; tftpRoot?: string }): void => {
     if (t.image !== undefined && t.tftpRoot !== undefined) error(path, 'give either `image` or `tftpRoot`, not both');
@@ -117,4 +118,30 @@ function crossCheck(c: Partial<Config>, ctx: ValidationContext, baseDir: string)
     if (c.nbd.tls.ca !== undefined) c.nbd.tls.ca = resolve(baseDir, c.nbd.tls.ca);
   }
   if (c.server?.stateDir !== undefined) c.server.stateDir = resolve(baseDir, c.server.stateDir);
+}
+
+/**
+ * Pis known by MAC (a MAC key, or `mac:` under a serial): stored lowercase with colons; one MAC names one
+ * Pi; a `prefix` needs a MAC (its requests are matched by the address the MAC's DHCP exchange took).
+ */
+function checkPiMacs(c: Partial<Config>, error: (path: string, message: string) => void): void {
+  const byMac = new Map<string, string>();
+  for (const [key, pi] of Object.entries(c.pis ?? {})) {
+    const keyIsMac = key.includes(':');
+    if (pi.mac !== undefined) {
+      const m = normalizeMac(pi.mac);
+      if ('key' in m) pi.mac = m.key;
+      if (keyIsMac) error(`pis.${key}.mac`, 'this Pi is already listed by its MAC: drop `mac:` (or list it by serial)');
+    }
+    const mac = keyIsMac ? key : pi.mac;
+    if (pi.prefix !== undefined) {
+      pi.prefix = pi.prefix.replace(/^\/+|\/+$/g, '');
+      if (mac === undefined) error(`pis.${key}.prefix`, 'a TFTP_PREFIX_STR directory names no Pi: give this Pi\'s `mac` too (netbootd tells Pis apart by the MAC of their DHCP exchange)');
+    }
+    if (mac === undefined) continue;
+    const other = byMac.get(mac);
+    if (other !== undefined) error(`pis.${key}`, `MAC ${mac} is already the MAC of Pi \`${other}\``);
+    else byMac.set(mac, key);
+    if (c.hosts?.[mac] !== undefined) error(`pis.${key}`, `MAC ${mac} is also under \`hosts\`: a MAC is a Pi or a PC, not both`);
+  }
 }

@@ -17,13 +17,32 @@ export function checkCidr(v: string): string | null {
   return 'error' in c ? c.error : null;
 }
 
-/** Pi serials: 8 hex digits, case-insensitive; the 16-digit form from /proc/cpuinfo is shortened. */
+/**
+ * Pi serials: 8 hex digits, case-insensitive. The 16-digit form of /proc/cpuinfo is shortened to its low 32
+ * bits, which is what every Pi bootloader puts in its TFTP paths: `10000000…` (Pi 4) and `00000000…` (Pi 3)
+ * silently, any other high half (Pi 5: rpi-eeprom issue #563) with a warning, since two Pi 5s whose low 8
+ * digits are equal cannot be told apart (the config then refuses the second, naming both).
+ */
 export function normalizeSerial(raw: string): { key: string; warning?: string } | { error: string } {
   const v = raw.trim().toLowerCase();
   if (/^[0-9a-f]{8}$/.test(v)) return { key: v };
   const m = /^(?:10000000|00000000)([0-9a-f]{8})$/.exec(v);
   if (m) return { key: m[1]!, warning: `serial must be 8 hex digits; \`${raw}\` was shortened to \`${m[1]}\`` };
+  const p5 = /^([0-9a-f]{8})([0-9a-f]{8})$/.exec(v);
+  if (p5) {
+    return {
+      key: p5[2]!,
+      warning: `Pi 5 serial \`${raw}\`: its bootloader asks for TFTP files under the low 32 bits only, \`${p5[2]}/\`; it is stored as that (two Pis whose last 8 digits are equal cannot both be configured)`,
+    };
+  }
   return { error: `serial must be 8 hex digits (as in /proc/cpuinfo, without a leading 10000000), not \`${raw}\`` };
+}
+
+/** A `pis` key: a serial (see normalizeSerial) or, for a Pi known by its MAC (TFTP_PREFIX=2, Pi 3), a MAC. */
+export function normalizePiKey(raw: string): { key: string; warning?: string } | { error: string } {
+  if (/^\s*[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}\s*$/.test(raw)) return normalizeMac(raw);
+  const serial = normalizeSerial(raw);
+  return serial;
 }
 
 /** MACs: six hex pairs with `:` or `-`, any case; stored lowercase with colons. */
@@ -48,7 +67,8 @@ const imageName = (raw: string): { key: string } | { error: string } => {
 };
 
 const port = (def: number, description: string) => s.integer({ minimum: 0, maximum: 65535, default: def, description });
-const path = (description: string) => s.string({ description, check: (v) => (v.trim() === '' ? 'must not be empty' : null) });
+const nonEmpty = (v: string): string | null => (v.trim() === '' ? 'must not be empty' : null);
+const path = (description: string) => s.string({ description, check: nonEmpty });
 
 const bootFiles = s.object(
   {
@@ -73,6 +93,14 @@ const pcTarget = {
   image: s.string({ description: 'Image (a key of `images`) whose boot partition TFTP serves to this PC' }),
   tftpRoot: path('A directory TFTP serves to this PC instead of an image'),
   bootFile,
+  kernel: path('HTTP boot: the kernel, a path in the boot partition (or tftpRoot), for the iPXE script netbootd writes when the partition has no boot.ipxe'),
+  initrd: s.array(path('An initramfs, a path in the boot partition (or tftpRoot)'), {
+    description: 'HTTP boot: initramfs files loaded after the kernel, in order (with `kernel`)',
+  }),
+  cmdline: s.string({ description: 'HTTP boot: the kernel command line (with `kernel`)' }),
+  http: s.boolean({
+    description: 'Load boot files over HTTP when the client can (iPXE, UEFI HTTP boot) and `http.enabled` (default true); false keeps this PC on TFTP',
+  }),
 };
 
 export const configSchema = s.object(
@@ -189,6 +217,12 @@ export const configSchema = s.object(
         address: s.string({ default: '0.0.0.0', check: checkIPv4, description: 'Address to listen on' }),
         maxConnections: s.integer({ minimum: 1, maximum: 10000, default: 64, description: 'Open HTTP connections at once, all clients' }),
         idleTimeoutMs: s.integer({ minimum: 1000, maximum: 600000, default: 30000, description: 'A connection with no progress either way is closed after this long' }),
+        chainIpxe: s.boolean({
+          default: false,
+          description: 'Send plain PXE ROMs (BIOS, UEFI) iPXE by TFTP first (ipxeBios / ipxeUefi), which then loads the rest over HTTP; clients already running iPXE are never sent it again',
+        }),
+        ipxeBios: s.string({ default: '/usr/lib/ipxe/undionly.kpxe', check: nonEmpty, description: 'iPXE for BIOS PXE ROMs, served as `undionly.kpxe` (Debian package ipxe)' }),
+        ipxeUefi: s.string({ default: '/usr/lib/ipxe/ipxe.efi', check: nonEmpty, description: 'iPXE for UEFI (PXE and HTTP boot), served as `ipxe.efi` (Debian package ipxe)' }),
       },
       { defaultEmpty: true, description: 'HTTP boot files (off unless enabled)' },
     ),
@@ -202,6 +236,10 @@ export const configSchema = s.object(
             'Bearer token every request to the status endpoint must carry (Authorization: Bearer TOKEN); required when address is not loopback',
           check: (v) => (v.length < 16 || /\s/.test(v) ? 'must be at least 16 characters with no spaces (e.g. `openssl rand -hex 16`)' : null),
         }),
+        stalledAfterS: s.integer({ minimum: 5, maximum: 86400, default: 120, description: 'A boot quiet this long before its root is up is shown as stalled-at-<stage> (seconds)' }),
+        journeyClients: s.integer({ minimum: 1, maximum: 65536, default: 256, description: 'Boot journeys kept: this many clients (the least recently active dropped first)' }),
+        journeyBoots: s.integer({ minimum: 1, maximum: 100, default: 5, description: 'Boot journeys kept: the last this many boots per client' }),
+        persistJourneys: s.boolean({ default: true, description: 'Keep the boot journeys across restarts in stateDir/journeys.json' }),
       },
       { defaultEmpty: true },
     ),
@@ -232,7 +270,11 @@ export const configSchema = s.object(
       { description: 'Disk images, by name' },
     ),
     pis: s.map(
-      { description: 'Raspberry Pi serial: 8 hex digits', pattern: '^([0-9a-fA-F]{8}|[01]0000000[0-9a-fA-F]{8})$', normalize: normalizeSerial },
+      {
+        description: 'Raspberry Pi serial (8 hex digits; 16-digit serials are shortened to their last 8) or MAC address',
+        pattern: '^([0-9a-fA-F]{8}|[0-9a-fA-F]{16}|[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5})$',
+        normalize: normalizePiKey,
+      },
       s.object(
         {
           image: s.string({ description: 'Image (a key of `images`) this Pi boots' }),
@@ -241,10 +283,24 @@ export const configSchema = s.object(
             description: 'Pin: the address or CIDR this Pi boots from; requests naming its serial from anywhere else are refused (TFTP, DHCP evidence, NBD)',
           }),
           partition: s.integer({ minimum: 1, maximum: 128, description: 'Boot partition, when not the image\'s' }),
+          mac: s.string({
+            check: (v) => ('error' in normalizeMac(v) ? `must be a MAC address like dc:a6:32:01:02:03, not \`${v}\`` : null),
+            description:
+              'This Pi\'s MAC (for a Pi listed by serial): requests under `dc-a6-32-01-02-03/` (EEPROM TFTP_PREFIX=2), under its `prefix`, or at the TFTP root (a Pi 3\'s bootcode.bin) from the address that MAC has are served this Pi\'s view',
+          }),
+          prefix: s.string({
+            description:
+              'The TFTP_PREFIX_STR of this Pi\'s EEPROM (TFTP_PREFIX=1), e.g. `pxe/`: its requests under that directory are served its view. Needs `mac` (or a MAC key): the directory names no Pi, its DHCP exchange does',
+          }),
+          model: s.integer({
+            minimum: 3,
+            maximum: 5,
+            description: 'Pi family, 3 (3B, 3B+, 2B v1.2), 4 (4B, 400, CM4) or 5 (5, 500, CM5): `netbootd check` then checks the boot files that model needs',
+          }),
         },
         { required: ['image'] },
       ),
-      { description: 'Raspberry Pis, by serial' },
+      { description: 'Raspberry Pis, by serial (or by MAC)' },
     ),
     hosts: s.map(
       { description: 'PC MAC address', pattern: '^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$', normalize: normalizeMac },

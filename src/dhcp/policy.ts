@@ -11,6 +11,16 @@ export interface BootDecision {
   serverAddress?: string;
   /** Answer with the Raspberry Pi reply (option 43 "Raspberry Pi Boot"); default: `client.isPi`. */
   piBoot?: boolean;
+  /**
+   * HTTP boot: the boot file is `http://<server>:<port><path>`, the server being the address put in the reply
+   * (known only to the DHCP server, which picks the address the client can reach). Replaces `bootFile`.
+   */
+  url?: { port: number; path: string };
+}
+
+/** The boot file a decision sends, given the server address in the reply. */
+export function bootFileOf(decision: BootDecision, server: string): string {
+  return decision.url ? `http://${server}:${decision.url.port}${decision.url.path}` : decision.bootFile;
 }
 
 export interface DhcpPolicy {

@@ -3,6 +3,9 @@
  * Pure: a parsed request in, a typed description out.
  */
 import { Opt, getOption, getOptionString, macOf, type DhcpMessage } from './packet.js';
+import { piModelOf, type PiModel } from './pi.js';
+
+export { PI_OUIS, PI_OPTION_43, PI3_OPTION_43 } from './pi.js';
 
 export type Firmware = 'bios' | 'uefi32' | 'uefi64' | 'arm32' | 'arm64' | 'http' | 'unknown';
 
@@ -18,8 +21,10 @@ export interface PxeClientInfo {
   isHttpClient: boolean;
   /** Option 77 (user class) is `iPXE`, or iPXE's option 175 is present. */
   isIpxe: boolean;
-  /** A Raspberry Pi boot ROM / EEPROM bootloader (vendor class, arch 0 and a Raspberry Pi MAC OUI). */
+  /** A Raspberry Pi boot ROM / EEPROM bootloader (vendor class, arch 0, and a Pi MAC OUI or a Pi option 97). */
   isPi: boolean;
+  /** Which Pi family and bootloader (src/dhcp/pi.ts), when `isPi`. */
+  piModel?: PiModel;
   vendorClass: string;
   userClass: string;
   /** Option 97 as sent (any length). */
@@ -31,8 +36,6 @@ export interface PxeClientInfo {
   xid: number;
 }
 
-/** Raspberry Pi Foundation / Raspberry Pi Trading MAC OUIs. */
-export const PI_OUIS: readonly string[] = ['b8:27:eb', 'dc:a6:32', 'e4:5f:01', '28:cd:c1', 'd8:3a:dd', '2c:cf:67'];
 export const PI_VENDOR_CLASS = 'PXEClient:Arch:00000:UNDI:002001';
 
 /** Architecture type → firmware family. */
@@ -82,8 +85,8 @@ export function classify(msg: DhcpMessage): PxeClientInfo {
 
   const mac = macOf(msg);
   const isIpxe = userClass === 'iPXE' || getOption(msg, Opt.Etherboot) !== undefined;
-  const isPi =
-    vendorClass === PI_VENDOR_CLASS && arch === 0 && msg.hlen === 6 && PI_OUIS.includes(mac.slice(0, 8));
+  const piModel = vendorClass === PI_VENDOR_CLASS && arch === 0 ? piModelOf(msg, mac) : null;
+  const isPi = piModel !== null;
   const uuid = getOption(msg, Opt.ClientUuid);
   const info: PxeClientInfo = {
     mac,
@@ -93,6 +96,7 @@ export function classify(msg: DhcpMessage): PxeClientInfo {
     isHttpClient,
     isIpxe,
     isPi,
+    ...(piModel ? { piModel } : {}),
     vendorClass,
     userClass,
     giaddr: msg.giaddr,
@@ -118,23 +122,6 @@ function userClassText(v: Buffer | undefined): string {
   }
   return v.toString('latin1');
 }
-
-/**
- * Option 43 for a Raspberry Pi, byte for byte what dnsmasq sends for `pxe-service=0,"Raspberry Pi Boot"`
- * (with its default `pxe-prompt` timeout 0 "PXE"):
- *   06 01 03          PXE_DISCOVERY_CONTROL = 3 (no broadcast, no multicast discovery)
- *   0A 04 00 'PXE'    PXE_MENU_PROMPT: timeout 0, "PXE"
- *   09 14 00 00 11 'Raspberry Pi Boot'   PXE_BOOT_MENU: type 0 (local boot), 17-byte description
- *   FF
- * The Pi bootloader only checks that "Raspberry Pi Boot" is in there.
- */
-export const PI_OPTION_43: Buffer = Buffer.concat([
-  Buffer.from([0x06, 0x01, 0x03, 0x0a, 0x04, 0x00]),
-  Buffer.from('PXE', 'latin1'),
-  Buffer.from([0x09, 0x14, 0x00, 0x00, 0x11]),
-  Buffer.from('Raspberry Pi Boot', 'latin1'),
-  Buffer.from([0xff]),
-]);
 
 /** Option 43 for BIOS PXE ROMs: PXE_DISCOVERY_CONTROL = 8 (boot the file named in this offer, no menu). */
 export const BIOS_OPTION_43: Buffer = Buffer.from([0x06, 0x01, 0x08, 0xff]);

@@ -4,8 +4,9 @@
  * - always: op BOOTREPLY, the request's xid/chaddr/giaddr/ciaddr, yiaddr 0.0.0.0 (never a lease),
  *   siaddr = server, option 53 (OFFER on 67, ACK on 4011), 54 = server (4-byte address), 60 `PXEClient`
  *   (`HTTPClient` for HTTP boot), 97 echoed when the client sent 0 or 17 bytes.
- * - Raspberry Pi: option 43 exactly as dnsmasq's `pxe-service=0,"Raspberry Pi Boot"`, and 66 = server as
- *   text (the Pi 4 bootloader takes its TFTP server from 66 when present, else siaddr). No file.
+ * - Raspberry Pi: option 43 as dnsmasq's `pxe-service=0,"Raspberry Pi Boot"` for EEPROM bootloaders, padded
+ *   with three spaces for the Pi 3 boot ROM (src/dhcp/pi.ts), and 66 = server as text (the Pi 4 bootloader
+ *   takes its TFTP server from 66 when present, else siaddr). No file.
  * - BIOS (and anything not UEFI): option 43 with discovery control 8 (boot the named file, no menu, no
  *   boot-server discovery) and the boot file in `file`.
  * - UEFI: no option 43 (firmwares that see a discovery-control 43 in a proxy offer often drop it); the
@@ -21,8 +22,9 @@ import {
   type DhcpMessage,
   type DhcpOption,
 } from './packet.js';
-import { BIOS_OPTION_43, PI_OPTION_43, isUefi, type PxeClientInfo } from './pxe.js';
-import type { BootDecision } from './policy.js';
+import { BIOS_OPTION_43, isUefi, type PxeClientInfo } from './pxe.js';
+import { piOption43For } from './pi.js';
+import { bootFileOf, type BootDecision } from './policy.js';
 
 export type ReplyKind = 'offer' | 'ack';
 
@@ -57,15 +59,18 @@ export function buildProxyReply(
   if (client.uuidEcho) options.push({ code: Opt.ClientUuid, data: Buffer.from(client.uuidEcho) });
 
   if (piBoot) {
-    options.push({ code: Opt.VendorSpecific, data: Buffer.from(PI_OPTION_43) });
+    // The boot menu each ROM accepts (src/dhcp/pi.ts); the server is in siaddr, 54 and 66 alike (the Pi 3
+    // ROM reads 54, the EEPROM 66 when present, else siaddr).
+    options.push({ code: Opt.VendorSpecific, data: Buffer.from(piOption43For(client.piModel)) });
     options.push({ code: Opt.TftpServerName, data: Buffer.from(server, 'latin1') });
   } else {
     if (!isUefi(client.firmware) && !client.isHttpClient) {
       options.push({ code: Opt.VendorSpecific, data: Buffer.from(BIOS_OPTION_43) });
     }
-    const file = fixedField(decision.bootFile, 128);
+    const bootFile = bootFileOf(decision, server);
+    const file = fixedField(bootFile, 128);
     if (file) msg.file = file;
-    else options.push({ code: Opt.BootFileName, data: Buffer.from(decision.bootFile, 'latin1') });
+    else options.push({ code: Opt.BootFileName, data: Buffer.from(bootFile, 'latin1') });
   }
   msg.options = options;
   return msg;

@@ -31,7 +31,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { FloodLog } from '../util/flood.js';
 import { addressForPeer, defaultServerAddress, type InterfaceTable } from './address.js';
 import { BOOTREQUEST, MessageType, Opt, getOption, messageType, parseDhcp, serializeDhcp } from './packet.js';
-import type { DhcpPolicy } from './policy.js';
+import { bootFileOf, type DhcpPolicy } from './policy.js';
 import { classify } from './pxe.js';
 import { buildProxyReply, replyDestination, type ReplyKind } from './reply.js';
 
@@ -301,7 +301,8 @@ export class ProxyDhcpServer extends EventEmitter {
           arch: client.arch,
           ipxe: client.isIpxe || undefined,
           pi: client.isPi || undefined,
-          bootFile: (decision.piBoot ?? client.isPi) ? undefined : decision.bootFile,
+          model: client.piModel?.name,
+          bootFile: (decision.piBoot ?? client.isPi) ? undefined : bootFileOf(decision, server),
           server,
           to: `${dest.address}:${dest.port}`,
           xid: client.xid,

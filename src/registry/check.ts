@@ -15,7 +15,9 @@ import type { FatVolume } from '../fat/volume.js';
 import { openBootVolume } from '../fat/boot.js';
 import { KERNEL_CONFIGS, cmdlineValue, parseBootConfig, parseNbdDevice, parseNbdroot, splitCmdline } from './cmdline.js';
 import { defaultServerAddress } from '../dhcp/address.js';
-import { DEFAULT_BOOT_FILES } from './policy.js';
+import { DEFAULT_BOOT_FILES, IPXE_FILES, IPXE_SCRIPT } from './policy.js';
+import { kernelFromPxelinux, type KernelSpec } from './ipxe.js';
+import { missingForModel, type PiFamilyNumber } from './pi-needs.js';
 import { isLoopbackAddress } from '../util/net.js';
 import { readAll } from '../util/source.js';
 import type { Partition, PartitionTable } from '../disk/partitions.js';
@@ -103,9 +105,15 @@ export async function checkConfig(configPath: string): Promise<CheckReport> {
     const missing: string[] = [];
     for (const f of PI_FILES) if (!(await exists(volume, f))) missing.push(f);
     if (missing.length) add('error', subject, `the boot partition lacks ${missing.join(', ')} (the Pi firmware asks for them)`);
-    const missing4: string[] = [];
-    for (const f of PI4_FILES) if (!(await exists(volume, f))) missing4.push(f);
-    if (missing4.length) add('warn', subject, `no ${missing4.join(', ')}: a Pi 4 will not boot from it (a Pi 5 does not need them)`);
+    if (pi.model !== undefined) {
+      // What this model's firmware asks for (src/registry/pi-needs.ts).
+      const lacks = missingForModel(pi.model as PiFamilyNumber, await bootNames(volume, await readText(volume, 'config.txt')), await readText(volume, 'config.txt'));
+      if (lacks.length) add('warn', subject, `a Pi ${pi.model} will not boot from it: no ${lacks.join(', ')}`);
+    } else {
+      const missing4: string[] = [];
+      for (const f of PI4_FILES) if (!(await exists(volume, f))) missing4.push(f);
+      if (missing4.length) add('warn', subject, `no ${missing4.join(', ')}: a Pi 4 will not boot from it (a Pi 5 does not need them; set \`model:\` to check what its model needs)`);
+    }
     if (!missing.length) add('ok', subject, `boots image \`${pi.image}\` (partition ${pi.partition ?? img.bootNumber})`);
     const cmdline = await readText(volume, 'cmdline.txt');
     if (cmdline !== null) checkBootConfig(config, pi.image, img, 'cmdline.txt', cmdline, subject, fix, add);
@@ -114,6 +122,7 @@ export async function checkConfig(configPath: string): Promise<CheckReport> {
     await closeExtra?.();
   }
 
+  await checkIpxeFiles(config, add);
   for (const [mac, host] of Object.entries(config.hosts)) await checkPc(config, `host ${mac}`, host, opened, fix, add, mac);
   if (config.defaults) await checkPc(config, 'defaults', config.defaults, opened, fix, add);
   await suggestPins(config, add);
@@ -154,7 +163,7 @@ async function suggestPins(config: Config, add: (l: CheckLine['level'], s: strin
 async function checkPc(
   config: Config,
   subject: string,
-  t: { image?: string; tftpRoot?: string; bootFile?: Config['hosts'][string]['bootFile'] },
+  t: Pick<Config['hosts'][string], 'image' | 'tftpRoot' | 'bootFile' | 'kernel' | 'initrd' | 'cmdline' | 'http'>,
   opened: Map<string, OpenedImage | null>,
   fix: PrepCommand,
   add: (l: CheckLine['level'], s: string, m: string) => void,
@@ -170,15 +179,18 @@ async function checkPc(
     add('error', subject, `its image \`${name}\` cannot be used (see above)`);
     return;
   }
+  const overHttp = config.http.enabled && t.http !== false;
+  if (overHttp) await checkHttpBoot(config, name, img, t, subject, add, mac);
   const files = new Set<string>();
   if (typeof t.bootFile === 'string') files.add(t.bootFile);
-  else if (t.bootFile === undefined) Object.values(DEFAULT_BOOT_FILES).forEach((f) => files.add(f));
-  else Object.entries(t.bootFile).forEach(([k, f]) => k !== 'http' && f && !/^[a-z]+:\/\//i.test(f) && files.add(f));
+  // Chain-loading iPXE, plain PXE ROMs get iPXE (not PXELINUX): the default boot files are not needed.
+  else if (t.bootFile === undefined && !(overHttp && config.http.chainIpxe)) Object.values(DEFAULT_BOOT_FILES).forEach((f) => files.add(f));
+  else if (t.bootFile !== undefined) Object.entries(t.bootFile).forEach(([k, f]) => k !== 'http' && f && !/^[a-z]+:\/\//i.test(f) && files.add(f));
   {
     const missing: string[] = [];
     for (const f of files) if (!(await exists(img.volume, f))) missing.push(f);
     if (missing.length) add(t.bootFile === undefined ? 'warn' : 'error', subject, `boot file${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not in image \`${name}\``);
-    else add('ok', subject, `boots image \`${name}\` (${[...files].join(', ')})`);
+    else add('ok', subject, `boots image \`${name}\`${files.size ? ` (${[...files].join(', ')})` : ''}`);
     // The kernel command line: PXELINUX's file for this MAC, else its default, else the other boot loader configs.
     const candidates = [...(mac ? [`pxelinux.cfg/01-${mac.replace(/:/g, '-')}`] : []), ...KERNEL_CONFIGS];
     for (const path of candidates) {
@@ -186,6 +198,73 @@ async function checkPc(
       if (text === null) continue;
       checkBootConfig(config, name, img, path, text, subject, fix, add);
       break;
+    }
+  }
+}
+
+/**
+ * HTTP boot of a PC: its iPXE script is the boot partition's boot.ipxe, else one written from the host's
+ * `kernel`/`initrd`/`cmdline` keys, else from its PXELINUX entry; every file the script loads must be in
+ * the image, and the command line must point its NBD root here.
+ */
+async function checkHttpBoot(
+  config: Config,
+  name: string,
+  img: OpenedImage,
+  t: Pick<Config['hosts'][string], 'kernel' | 'initrd' | 'cmdline'>,
+  subject: string,
+  add: (l: CheckLine['level'], s: string, m: string) => void,
+  mac?: string,
+): Promise<void> {
+  const where = `${subject} http`;
+  if (await exists(img.volume, IPXE_SCRIPT)) {
+    add('ok', where, `iPXE clients run ${IPXE_SCRIPT} from image \`${name}\``);
+    return;
+  }
+  let spec: KernelSpec | null = null;
+  let from = 'the `kernel` key';
+  if (t.kernel !== undefined) spec = { kernel: t.kernel, initrds: t.initrd ?? [], cmdline: t.cmdline ?? '' };
+  else {
+    for (const path of [...(mac ? [`pxelinux.cfg/01-${mac.replace(/:/g, '-')}`] : []), 'pxelinux.cfg/default']) {
+      const text = await readText(img.volume, path);
+      if (text === null) continue;
+      spec = kernelFromPxelinux(text);
+      from = path;
+      break;
+    }
+  }
+  if (!spec) {
+    add('error', where, `iPXE clients get nothing: image \`${name}\` has no ${IPXE_SCRIPT}, and there is no \`kernel\` key (with \`initrd\`, \`cmdline\`) nor a PXELINUX entry naming a kernel`);
+    return;
+  }
+  const missing: string[] = [];
+  for (const f of [spec.kernel, ...spec.initrds]) if (!(await exists(img.volume, f))) missing.push(f);
+  if (missing.length) {
+    add('error', where, `the iPXE script from ${from} loads ${missing.join(', ')}, not in image \`${name}\``);
+    return;
+  }
+  add('ok', where, `iPXE clients get a script from ${from}: ${[spec.kernel, ...spec.initrds].join(', ')} over HTTP`);
+  if (t.kernel !== undefined) {
+    checkCmdline(config, name, img, spec.cmdline, `${subject} cmdline`, () => `set \`cmdline\` under ${subject} in the config (nbdroot=SERVER/${config.images[name]!.export})`, add);
+  }
+}
+
+/** The iPXE builds the config serves (chain-loading, UEFI HTTP boot) must be readable regular files. */
+async function checkIpxeFiles(config: Config, add: (l: CheckLine['level'], s: string, m: string) => void): Promise<void> {
+  if (!config.http.enabled) return;
+  const wanted: Array<[string, string, boolean]> = [
+    [config.http.ipxeBios, `${IPXE_FILES.bios} (BIOS PXE ROMs chain-load it)`, config.http.chainIpxe],
+    [config.http.ipxeUefi, `${IPXE_FILES.uefi} (UEFI PXE ROMs chain-load it; UEFI HTTP boot loads it)`, true],
+  ];
+  for (const [path, what, required] of wanted) {
+    try {
+      const st = await fs.promises.stat(path);
+      if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EISDIR' });
+      await fs.promises.access(path, fs.constants.R_OK);
+      add('ok', 'http', `${what}: ${path}`);
+    } catch (e) {
+      const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message;
+      add(required ? 'error' : 'warn', 'http', `${what}: ${path}: ${why} (install Debian's ipxe package, or set http.${path === config.http.ipxeBios ? 'ipxeBios' : 'ipxeUefi'})`);
     }
   }
 }
@@ -368,6 +447,22 @@ function checkCmdline(
   }
   if (bad) add('error', subject, `to fix it, run: ${fix()}`);
   else add('ok', subject, `nbdroot=${nbdroot} root=${root} match export \`${image.export}\` on port ${config.nbd.port}`);
+}
+
+/** Lowercase names at the root of a boot partition, and under config.txt's `os_prefix` directory if any. */
+async function bootNames(volume: FatVolume, configTxt: string | null): Promise<Set<string>> {
+  const names = new Set<string>();
+  const list = async (dir: string): Promise<void> => {
+    try {
+      for (const e of await volume.readdir(dir)) if (!e.isDirectory) names.add(`${dir ? `${dir}/` : ''}${e.name}`.toLowerCase());
+    } catch {
+      /* no such directory */
+    }
+  };
+  await list('');
+  const prefix = /^\s*os_prefix\s*=\s*(\S+?)\/?\s*$/m.exec(configTxt ?? '')?.[1];
+  if (prefix) await list(prefix);
+  return names;
 }
 
 async function exists(volume: FatVolume, path: string): Promise<boolean> {

@@ -15,6 +15,8 @@ export interface ClientIdentity {
   firmware?: string;
   /** Name from the config (`hosts.<mac>.name`), for logs. */
   name?: string;
+  /** Raspberry Pi model and bootloader seen at DHCP time (`pi4-eeprom`, `pi3-bootrom`, …; src/dhcp/pi.ts). */
+  model?: string;
 }
 
 export interface ClientRecord extends ClientIdentity {
@@ -42,6 +44,37 @@ export class ClientTable {
 
   constructor(private readonly max = 4096) {}
 
+  /** Pi model by MAC, from DHCP DISCOVERs (whose sender has no address yet); bounded like the table. */
+  private readonly modelByMac = new Map<string, string>();
+
+  /** Notes the Pi model a DHCP DISCOVER of `mac` showed; the address that MAC is bound to (now or later) logs it. */
+  noteModel(mac: string, model: string, now = Date.now()): void {
+    this.modelByMac.delete(mac);
+    this.modelByMac.set(mac, model);
+    this.modelAt.set(mac, now);
+    while (this.modelByMac.size > this.max) {
+      const first = this.modelByMac.keys().next().value as string;
+      this.modelByMac.delete(first);
+      this.modelAt.delete(first);
+    }
+    const ip = this.ipByMac.get(mac);
+    const rec = ip !== undefined ? this.byIp.get(ip) : undefined;
+    if (rec) rec.model = model;
+  }
+
+  /** When a DHCP DISCOVER of this MAC last showed a Pi model (ms). */
+  private readonly modelAt = new Map<string, number>();
+
+  /** When a DHCP DISCOVER of this MAC last showed a Pi model, if ever (evidence of a Pi boot in progress). */
+  modelSeenAt(mac: string): number | undefined {
+    return this.modelAt.get(mac);
+  }
+
+  /** The model a DHCP DISCOVER of this MAC showed, if any. */
+  modelOf(mac: string): string | undefined {
+    return this.modelByMac.get(mac);
+  }
+
   /** Records what was learned about the client at `ip` (merging with what is known). */
   learn(ip: string, facts: Omit<ClientIdentity, 'ip'> & { boot?: boolean; file?: string; dhcp?: boolean }, now = Date.now()): ClientRecord {
     let rec = this.byIp.get(ip);
@@ -49,6 +82,12 @@ export class ClientTable {
     else rec = { ip, firstSeen: now, lastSeen: now };
     rec.lastSeen = now;
     const changed = (facts.mac !== undefined && rec.mac !== facts.mac) || (facts.serial !== undefined && rec.serial !== facts.serial);
+    if (facts.mac !== undefined && facts.model === undefined) {
+      // The model a DISCOVER of this MAC showed (a Pi's DHCPREQUEST carries no vendor class).
+      const model = this.modelByMac.get(facts.mac);
+      if (model !== undefined) rec.model = model;
+      else if (rec.mac !== facts.mac) delete rec.model;
+    }
     if (facts.mac !== undefined) {
       const prevIp = this.ipByMac.get(facts.mac);
       if (prevIp !== undefined && prevIp !== ip) this.forgetField(prevIp, 'mac');
@@ -63,6 +102,7 @@ export class ClientTable {
     }
     if (facts.firmware !== undefined) rec.firmware = facts.firmware;
     if (facts.name !== undefined) rec.name = facts.name;
+    if (facts.model !== undefined) rec.model = facts.model;
     if (facts.boot) rec.lastBoot = now;
     if (facts.dhcp) rec.dhcpAt = now;
     if (facts.file !== undefined) rec.lastFile = facts.file;
@@ -92,8 +132,9 @@ export class ClientTable {
       const serial = str(r.serial);
       const firmware = str(r.firmware);
       const name = str(r.name);
+      const model = str(r.model);
       const seen = typeof r.lastSeen === 'number' ? r.lastSeen : Date.now();
-      const rec = this.learn(ip, { ...(mac ? { mac } : {}), ...(serial ? { serial } : {}), ...(firmware ? { firmware } : {}), ...(name ? { name } : {}) }, seen);
+      const rec = this.learn(ip, { ...(mac ? { mac } : {}), ...(serial ? { serial } : {}), ...(firmware ? { firmware } : {}), ...(name ? { name } : {}), ...(model ? { model } : {}) }, seen);
       if (typeof r.firstSeen === 'number') rec.firstSeen = r.firstSeen;
       if (typeof r.lastBoot === 'number') rec.lastBoot = r.lastBoot;
       n++;
@@ -158,8 +199,8 @@ export class ClientTable {
   identity(ip: string): ClientIdentity {
     const rec = this.byIp.get(ip);
     if (!rec) return { ip };
-    const { mac, serial, firmware, name } = rec;
-    return { ip, ...(mac ? { mac } : {}), ...(serial ? { serial } : {}), ...(firmware ? { firmware } : {}), ...(name ? { name } : {}) };
+    const { mac, serial, firmware, name, model } = rec;
+    return { ip, ...(mac ? { mac } : {}), ...(serial ? { serial } : {}), ...(firmware ? { firmware } : {}), ...(name ? { name } : {}), ...(model ? { model } : {}) };
   }
 
   /** A stable file-name-safe key for per-client state (copy-on-write overlays). */
@@ -216,11 +257,12 @@ export function addressKey(ip: string): string {
   return `ip-${ip.replace(/[^0-9a-fA-F.]/g, '_')}`;
 }
 
-/** Log fields for a client: `{ ip, mac?, serial?, name? }` (pino child bindings). */
+/** Log fields for a client: `{ ip, mac?, serial?, model?, name? }` (pino child bindings). */
 export function clientFields(id: ClientIdentity): Record<string, string> {
   const out: Record<string, string> = { ip: id.ip };
   if (id.mac) out.mac = id.mac;
   if (id.serial) out.serial = id.serial;
+  if (id.model) out.model = id.model;
   if (id.name) out.client = id.name;
   return out;
 }

@@ -21,7 +21,8 @@ import type { BlockDevice } from '../disk/blockdev.js';
 import type { Config, ImageConfig } from '../config/schema.js';
 import { NotFoundError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import type { FileSource } from '../util/source.js';
+import { BufferSource, fileSource, readAll, type FileSource } from '../util/source.js';
+import { stat } from 'node:fs/promises';
 import {
   AllowList, normalizeAddress, StaticExportProvider, type ExportInfo, type ExportProvider, type NbdClient, type NbdRefusal, type OpenExport,
   type StaticExport,
@@ -32,7 +33,9 @@ import { normalizeMac } from '../config/schema.js';
 import { FloodLog } from '../util/flood.js';
 import { addressKey, clientFields, identityKey, type ClientTable, type IdentityKind } from './clients.js';
 import type { ImagePool } from './pool.js';
-import { RegistryDhcpPolicy } from './policy.js';
+import { PiDirectory, parseMacPath, pi3NeighbourMac, procNeighbours, type NeighbourLookup, type PiEntry } from './pi.js';
+import { IPXE_FILES, IPXE_SCRIPT, RegistryDhcpPolicy } from './policy.js';
+import { ipxeScript, kernelFromPxelinux, type KernelSpec } from './ipxe.js';
 
 const SERIAL_PREFIX = /^([0-9a-fA-F]{8})\/(.+)$/;
 const PXELINUX_MAC = /^pxelinux\.cfg\/01-([0-9a-f]{2}(?:-[0-9a-f]{2}){5})$/i;
@@ -54,6 +57,8 @@ interface CertIdentity {
 /** What a TFTP path says about who asks: a Pi (serial prefix), a PXELINUX MAC lookup, or any other path. */
 export type TftpAsk =
   | { kind: 'pi'; serial: string; file: string; path: string }
+  /** A Pi with TFTP_PREFIX=2: `dc-a6-32-01-02-03/file`. */
+  | { kind: 'pi-mac'; mac: string; file: string; path: string }
   | { kind: 'pxelinux-mac'; mac: string; path: string }
   | { kind: 'path'; path: string };
 
@@ -61,6 +66,8 @@ export type TftpAsk =
 export function parseTftpPath(path: string): TftpAsk {
   const pi = SERIAL_PREFIX.exec(path);
   if (pi) return { kind: 'pi', serial: pi[1]!.toLowerCase(), file: pi[2]!, path };
+  const piMac = parseMacPath(path);
+  if (piMac) return { kind: 'pi-mac', mac: piMac.mac, file: piMac.file, path };
   const mac = PXELINUX_MAC.exec(path);
   if (mac) return { kind: 'pxelinux-mac', mac: mac[1]!.toLowerCase().replace(/-/g, ':'), path };
   return { kind: 'path', path };
@@ -85,6 +92,10 @@ export class Registry implements ExportProvider {
   /** `address:` pins of Pis and hosts. */
   private readonly pins = new Map<string, AllowList>();
   private readonly hostByName = new Map<string, string>();
+  /** Configured Pis by serial and by MAC (src/registry/pi.ts). */
+  readonly pis: PiDirectory;
+  /** The kernel neighbour table (Pi 3 boot ROM binding, src/registry/pi.ts); replaceable by tests. */
+  neighbours: NeighbourLookup = procNeighbours;
   /** Lines remote hosts can trigger: one per client and kind per 10 s, at most 20 of a kind per 10 s. */
   private readonly flood: FloodLog;
 
@@ -96,7 +107,15 @@ export class Registry implements ExportProvider {
   ) {
     this.policy = new RegistryDhcpPolicy(config);
     this.flood = new FloodLog(log, { maxLinesPerKind: 20 });
-    for (const [serial, pi] of Object.entries(config.pis)) if (pi.address) this.pins.set(`serial:${serial}`, new AllowList([pi.address]));
+    this.pis = new PiDirectory(config.pis);
+    for (const [key, pi] of Object.entries(config.pis)) {
+      if (!pi.address) continue;
+      const mac = key.includes(':') ? key : pi.mac;
+      if (!key.includes(':')) this.pins.set(`serial:${key}`, new AllowList([pi.address]));
+      if (mac !== undefined) this.pins.set(`mac:${mac}`, new AllowList([pi.address]));
+    }
+    // A Pi 3 listed by serial alone is pinned by the MAC derived from it too (its boot ROM asks by MAC).
+    for (const [mac, e] of this.pis.macEntries()) if (e.config.address && !this.pins.has(`mac:${mac}`)) this.pins.set(`mac:${mac}`, new AllowList([e.config.address]));
     for (const [mac, host] of Object.entries(config.hosts)) {
       if (host.address) this.pins.set(`mac:${mac}`, new AllowList([host.address]));
       if (host.name !== undefined && !this.hostByName.has(host.name)) this.hostByName.set(host.name, mac);
@@ -156,7 +175,7 @@ export class Registry implements ExportProvider {
     if (holder === undefined) return true;
     if (this.clients.attachedFrom(holder) || this.clients.attachedAs(identityKey(kind, id))) return refuse('attached to NBD from its address', holder);
     let how: string;
-    if (kind === 'mac') {
+    if (kind === 'mac' && !evidence.bootStart) {
       if (!evidence.dhcp) return refuse('no DHCP exchange of this MAC from this address', holder);
       how = 'dhcp';
     } else {
@@ -189,7 +208,7 @@ export class Registry implements ExportProvider {
       const n = raw.trim().toLowerCase();
       if (/^[0-9a-f]{8}$/.test(n) && this.config.pis[n]) return { kind: 'serial', id: n, key: identityKey('serial', n) };
       const mac = normalizeMac(n);
-      if ('key' in mac && (this.config.hosts[mac.key] || this.config.defaults)) return { kind: 'mac', id: mac.key, key: identityKey('mac', mac.key) };
+      if ('key' in mac && (this.config.hosts[mac.key] || this.config.pis[mac.key] || this.config.defaults)) return { kind: 'mac', id: mac.key, key: identityKey('mac', mac.key) };
       const byName = this.hostByName.get(raw.trim());
       if (byName !== undefined) return { kind: 'mac', id: byName, key: identityKey('mac', byName) };
     }
@@ -221,7 +240,9 @@ export class Registry implements ExportProvider {
     const ok =
       cert.kind === 'serial'
         ? this.config.pis[cert.id]?.image === imageName
-        : this.config.hosts[cert.id]
+        : this.config.pis[cert.id]
+          ? this.config.pis[cert.id]!.image === imageName
+          : this.config.hosts[cert.id]
           ? this.config.hosts[cert.id]!.image === imageName
           : this.config.defaults?.image === imageName;
     if (!ok) {
@@ -256,6 +277,18 @@ export class Registry implements ExportProvider {
    */
   target(address: string, path: string): TftpTarget | null {
     const ask = parseTftpPath(path);
+    const pi = this.piAsk(address, ask);
+    if (pi) {
+      // A configured Pi, however its path names it: its one identity is claimed (moved here only on the
+      // evidence of a boot start, see `claim`); refused: "file not found", never its view.
+      const { entry, file } = pi;
+      if (!this.claim(address, entry.kind, entry.id, { bootStart: PI_BOOT_START.has(file.replace(/^\/+/, '').toLowerCase()) })) return null;
+      const known = this.clients.get(address);
+      const field = entry.kind === 'serial' ? 'serial' : 'mac';
+      const boot = !known || known[field] !== entry.id || Date.now() - known.lastSeen > NEW_BOOT_GAP_MS;
+      this.clients.learn(address, { [field]: entry.id, firmware: 'pi', boot, file });
+      return { kind: 'pi', image: entry.config.image, path: file, ...(entry.config.partition !== undefined ? { partition: entry.config.partition } : {}) };
+    }
     if (!this.observe(address, ask)) return null;
     const t = this.lookup(address, ask);
     if (!t) return null;
@@ -276,12 +309,8 @@ export class Registry implements ExportProvider {
    * address that has none, and is refused for another client's MAC. False: refused (answer "not found").
    */
   private observe(address: string, ask: TftpAsk): boolean {
-    if (ask.kind === 'pi') {
-      if (!this.config.pis[ask.serial]) return true; // not a configured Pi: the path is looked up as any other
-      const bootStart = PI_BOOT_START.has(ask.file.replace(/^\/+/, '').toLowerCase());
-      // Not this address's serial, and no evidence to move it here: "file not found", never its view.
-      return this.claim(address, 'serial', ask.serial, { bootStart });
-    }
+    // Configured Pis are claimed in `target`; another serial or MAC directory is looked up as any other path.
+    if (ask.kind === 'pi' || ask.kind === 'pi-mac') return true;
     if (ask.kind === 'pxelinux-mac') {
       const m = ask.mac;
       const here = this.clients.get(address)?.mac;
@@ -298,12 +327,38 @@ export class Registry implements ExportProvider {
     return true;
   }
 
+  /**
+   * The configured Pi a request is about and the file in its view (pure): by the serial (TFTP_PREFIX=0) or MAC
+   * (TFTP_PREFIX=2) its path starts with, else — a path under its TFTP_PREFIX_STR (TFTP_PREFIX=1) or at the
+   * root (the Pi 3 boot ROM's bootcode.bin) — by the Pi identity the asking address holds.
+   */
+  private piAsk(address: string, ask: TftpAsk): { entry: PiEntry; file: string } | undefined {
+    if (ask.kind === 'pi') {
+      const entry = this.pis.serial(ask.serial);
+      return entry ? { entry, file: ask.file } : undefined;
+    }
+    if (ask.kind === 'pi-mac') {
+      const entry = this.pis.mac(ask.mac);
+      return entry && entry.mac === ask.mac ? { entry, file: ask.file } : undefined;
+    }
+    if (ask.kind !== 'path') return undefined;
+    const entry = this.piOfAddress(address);
+    return entry ? { entry, file: PiDirectory.fileOf(entry, ask.path) } : undefined;
+  }
+
+  /**
+   * The configured Pi whose MAC this address holds (bound by its DHCP exchange, within its pin). Not by a
+   * serial it holds: a Pi with TFTP_PREFIX=0 asks everything under its serial, and root paths stay the
+   * hosts'/defaults' (bootloaders fall back to the root only when the serial directory lacks start*.elf).
+   */
+  private piOfAddress(address: string): PiEntry | undefined {
+    const mac = this.clients.get(address)?.mac;
+    if (mac === undefined || !this.pinAllows('mac', mac, address)) return undefined;
+    return this.pis.mac(mac);
+  }
+
   /** The image or directory that serves this request, from the config and what is known of the address (pure). */
   private lookup(address: string, ask: TftpAsk): TftpTarget | null {
-    if (ask.kind === 'pi') {
-      const entry = this.config.pis[ask.serial];
-      if (entry) return { kind: 'pi', image: entry.image, path: ask.file, ...(entry.partition !== undefined ? { partition: entry.partition } : {}) };
-    }
     const rec = this.clients.get(address);
     const hostMac = rec?.mac !== undefined && this.pinAllows('mac', rec.mac, address) ? rec.mac : undefined;
     const host = hostMac ? this.config.hosts[hostMac] : undefined;
@@ -327,6 +382,11 @@ export class Registry implements ExportProvider {
       }
       return { serial, reason: `Pi serial ${serial} belongs to another address (see the identity warning)` };
     }
+    if (ask.kind === 'pi-mac') {
+      const m = ask.mac;
+      if (!this.pis.mac(m)) return { mac: m, reason: `Pi MAC ${m} (EEPROM TFTP_PREFIX=2) is not under \`pis\` (as a key, or as a Pi's \`mac\`)` };
+      return { mac: m, reason: `Pi MAC ${m} belongs to another address (see the identity warning)` };
+    }
     const mac = this.clients.get(address)?.mac;
     if (mac !== undefined) {
       if (this.config.hosts[mac]) return { mac, reason: `MAC ${mac} is pinned to another address` };
@@ -335,8 +395,18 @@ export class Registry implements ExportProvider {
     return { reason: 'no PXE DHCP exchange seen from this address (its MAC is unknown) and there are no `defaults`' };
   }
 
+  /** A Pi 3 boot ROM sends no DHCPREQUEST: its `bootcode.bin` binds its MAC from the neighbour table, as DHCP evidence (src/registry/pi.ts). */
+  private async pi3Bind(address: string, path: string): Promise<void> {
+    const mac = await pi3NeighbourMac({
+      ip: address, path, boundMac: this.clients.get(address)?.mac, pis: this.pis, discoverAt: (m) => this.clients.modelSeenAt(m),
+      lookup: this.neighbours, windowMs: NEW_BOOT_GAP_MS,
+    });
+    if (mac !== undefined && this.dhcpSeen(address, mac, { firmware: 'pi', boot: true })) this.log.info({ ip: address, mac, model: this.clients.modelOf(mac) }, 'Pi boot ROM address bound from the neighbour table (it sends no DHCPREQUEST)');
+  }
+
   /** TFTP resolution: the file, or null for "file not found". */
   async resolve(req: ResolveRequest): Promise<FileSource | null> {
+    await this.pi3Bind(req.address, req.path);
     const t = this.target(req.address, req.path);
     if (!t) {
       // Why, in words a user can act on; named by what was asked (not by what this address was before).
@@ -346,6 +416,67 @@ export class Registry implements ExportProvider {
       this.limited('info', `unserved:${req.address}:${why.serial ?? why.mac ?? ''}`, { ip: req.address, ...why, path: req.path }, 'TFTP request from a client this config does not serve');
       return null;
     }
+    if (t.kind !== 'pi' && this.config.http.enabled) {
+      // iPXE for clients the config serves, from the configured files (Debian's by default), whatever the view holds.
+      const ipxe = t.path === IPXE_FILES.bios ? this.config.http.ipxeBios : t.path === IPXE_FILES.uefi ? this.config.http.ipxeUefi : undefined;
+      if (ipxe !== undefined) return this.openConfigured(ipxe, req);
+    }
+    const source = await this.openInView(t, req);
+    if (source || t.kind === 'pi' || !this.config.http.enabled || t.path !== IPXE_SCRIPT) return source;
+    return this.generatedScript(t, req);
+  }
+
+  /** A file the config names outside any image (iPXE builds): regular files only; symlinks followed (Debian's ipxe.efi is one). */
+  private async openConfigured(path: string, req: ResolveRequest): Promise<FileSource | null> {
+    try {
+      const st = await stat(path);
+      if (!st.isFile()) throw new Error('not a regular file');
+      return await fileSource(path);
+    } catch (e) {
+      this.limited('warn', `ipxe:${path}`, { ...clientFields(this.clients.identity(req.address)), ip: req.address, path: req.path, file: path, err: (e as Error).message }, 'iPXE file from the config cannot be served (install Debian\'s ipxe package or set http.ipxeBios / http.ipxeUefi)');
+      return null;
+    }
+  }
+
+  /**
+   * The iPXE script for a PC whose view has no boot.ipxe: from its `kernel`/`initrd`/`cmdline` keys, else from
+   * the view's PXELINUX config (its MAC's, else the default). Null (404) with a line saying why otherwise.
+   */
+  private async generatedScript(t: TftpTarget, req: ResolveRequest): Promise<FileSource | null> {
+    const mac = this.clients.get(req.address)?.mac;
+    const entry = t.kind === 'host' && mac !== undefined ? this.config.hosts[mac] : this.config.defaults;
+    const who = { ...clientFields(this.clients.identity(req.address)), ip: req.address };
+    let spec: KernelSpec | null = null;
+    let from: string;
+    if (entry?.kernel !== undefined) {
+      spec = { kernel: entry.kernel, initrds: entry.initrd ?? [], cmdline: entry.cmdline ?? '' };
+      from = 'config';
+    } else {
+      const configs = [...(mac !== undefined ? [`pxelinux.cfg/01-${mac.replace(/:/g, '-')}`] : []), 'pxelinux.cfg/default'];
+      from = 'none';
+      for (const path of configs) {
+        const src = await this.openInView({ ...t, path }, { ...req, path });
+        if (!src) continue;
+        try {
+          spec = kernelFromPxelinux((await readAll(src, 64 * 1024)).toString('latin1'));
+        } finally {
+          src.close();
+        }
+        from = path;
+        break;
+      }
+    }
+    if (!spec) {
+      this.limited('warn', `noscript:${req.address}`, { ...who, path: req.path, looked: from === 'none' ? 'boot.ipxe, kernel key, pxelinux.cfg' : from }, 'no iPXE script for this client: no boot.ipxe in its boot partition, no `kernel` key, no PXELINUX entry with a kernel');
+      return null;
+    }
+    const name = (t.kind === 'host' && mac !== undefined ? this.config.hosts[mac]?.name : undefined) ?? mac ?? req.address;
+    this.log.debug({ ...who, from }, 'iPXE script generated');
+    return new BufferSource(Buffer.from(ipxeScript(spec, `netbootd: ${name}, from ${from}`), 'utf8'));
+  }
+
+  /** Opens a target's path in its directory or in its image's boot partition (its own view); null: not there. */
+  private async openInView(t: TftpTarget, req: ResolveRequest): Promise<FileSource | null> {
     if (t.tftpRoot !== undefined) {
       let dir = this.dirs.get(t.tftpRoot);
       if (!dir) {
@@ -397,12 +528,10 @@ export class Registry implements ExportProvider {
    */
   priority(address: string, path: string): 'known' | 'unknown' {
     const ask = parseTftpPath(path);
-    if (ask.kind === 'pi') {
-      const serial = ask.serial;
-      if (this.config.pis[serial] && this.pinAllows('serial', serial, address)) {
-        const holder = this.clients.holder('serial', serial);
-        if (holder === undefined || holder === address) return 'known';
-      }
+    const pi = this.piAsk(address, ask);
+    if (pi && this.pinAllows(pi.entry.kind, pi.entry.id, address)) {
+      const holder = this.clients.holder(pi.entry.kind, pi.entry.id);
+      if (holder === undefined || holder === address) return 'known';
     }
     const mac = this.clients.get(address)?.mac;
     return mac !== undefined && this.config.hosts[mac] && this.pinAllows('mac', mac, address) ? 'known' : 'unknown';

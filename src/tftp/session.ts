@@ -233,7 +233,9 @@ export class Session {
     sock.on('error', (e) => this.fail('error', `socket: ${e.message}`));
     sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.timer = setTimeout(this.onTimeoutBound, Math.min(this.timeoutMs, this.server.limits.firstAckTimeoutMs));
-    this.fillRing();
+    // With options, nothing is read before the client acknowledges the OACK: a size probe (`tsize`, then
+    // ERROR 0 as Pi bootloaders and dnsmasq's "Early terminate" do) costs an open and no read.
+    if (this.state !== State.Oack) this.fillRing();
     sock.bind({ address: localAddress, port: 0 }, () => {
       if (this.state === State.Done) return;
       let port: number;
@@ -305,7 +307,9 @@ export class Session {
     }
     const p = parsePacket(msg);
     if (p.ok && p.value.op === OP_ERROR) {
-      this.finish('client-error', `client error ${p.value.code}: ${p.value.message.slice(0, 128)}`);
+      // An ERROR to the OACK is how Pi bootloaders (and others) learn a file's size: not a failure.
+      const probe = this.state === State.Oack && this.oackBuf !== null && this.req.options.some((o) => o.key === 'tsize');
+      this.finish('client-error', `${probe ? 'size probe: ' : ''}client error ${p.value.code}: ${p.value.message.slice(0, 128)}`);
       return;
     }
     this.server.noteStray(`junk:${this.address}`, { ip: this.address, port: this.port, bytes: msg.length }, 'unexpected packet in transfer');
@@ -319,7 +323,7 @@ export class Session {
       this.acked = true;
       this.tries = 0;
       if (this.rto !== this.timeoutMs) this.rearm(this.timeoutMs);
-      this.pump();
+      this.fillRing(); // the first blocks go out when this read completes
       return;
     }
     // Which block this acknowledges: offset from base-1 (whose wire number is base & 0xffff).

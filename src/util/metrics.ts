@@ -51,8 +51,36 @@ export class Gauge extends Metric {
   }
 }
 
+/** A histogram with fixed upper bounds (cumulative `_bucket{le}`, `_sum`, `_count`), unlabelled. */
+export class Histogram {
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: readonly number[],
+  ) {
+    this.counts = buckets.map(() => 0);
+  }
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) this.counts[i]!++;
+  }
+  get total(): number {
+    return this.count;
+  }
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${b}"} ${this.counts[i]}`));
+    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`);
+    return lines.join('\n');
+  }
+}
+
 export class MetricsRegistry {
-  private readonly metrics: Metric[] = [];
+  private readonly metrics: Array<Metric | Histogram> = [];
   counter(name: string, help: string): Counter {
     const c = new Counter(name, help, 'counter');
     this.metrics.push(c);
@@ -62,6 +90,11 @@ export class MetricsRegistry {
     const g = new Gauge(name, help);
     this.metrics.push(g);
     return g;
+  }
+  histogram(name: string, help: string, buckets: readonly number[]): Histogram {
+    const h = new Histogram(name, help, buckets);
+    this.metrics.push(h);
+    return h;
   }
   /** A gauge whose value is read when /metrics is rendered. */
   computed(name: string, help: string, read: () => number): void {

@@ -18,7 +18,10 @@
  * 3. NBD: `nbdcopy` the export named in cmdline.txt to a file (the test reads the root superblock from it).
  */
 import dgram from 'node:dgram';
+import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { RawNbd } from '../nbd/client.js';
+import * as NBD from '../../src/nbd/packet.js';
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -42,8 +45,13 @@ function macBytes(mac: string): Buffer {
   return b;
 }
 
-/** Option 97 as the bcm2711 bootloader sends it: type 0, FourCC, board revision LE, MAC[2..5], serial LE. */
+/**
+ * Option 97 as the bcm2711 bootloader sends it: type 0, FourCC, board revision LE, MAC[2..5], serial LE.
+ * `fourcc: 'ROM3'` gives the Pi 3 boot ROM's form instead: type 0 then 16 bytes 0x44 (raspberrypi/documentation
+ * bootmodes/net.md, tcpdump decode of the ROM's DISCOVER: "Client-ID Option 97 … 0x44 0x44 …").
+ */
 export function option97(id: PiIdentity): Buffer {
+  if (id.fourcc === 'ROM3') return Buffer.concat([Buffer.from([0]), Buffer.alloc(16, 0x44)]);
   const b = Buffer.alloc(17);
   b[0] = 0;
   b.write((id.fourcc ?? 'RPi4').slice(0, 4), 1, 'latin1');
@@ -168,8 +176,13 @@ function waitReplies(sock: dgram.Socket, xid: number, ms: number, stop: (r: Dhcp
   });
 }
 
-/** DISCOVER → OFFER (router) + proxy reply; REQUEST → ACK (router). Retries DISCOVER like the bootloader. */
-export async function piDhcp(id: PiIdentity, ifname: string): Promise<DhcpOutcome> {
+/**
+ * DISCOVER → OFFER (router) + proxy reply; REQUEST → ACK (router). Retries DISCOVER like the bootloader.
+ * `rom`: the Pi 3 boot ROM, which never sends a DHCPREQUEST (net.md: "DHCP request / reply / ack sequence
+ * not correctly implemented"): it takes the OFFER's address and the proxy reply's server identifier
+ * (option 54; raspberrypi/firmware issue #801: siaddr is not honoured) and goes straight to TFTP.
+ */
+export async function piDhcp(id: PiIdentity, ifname: string, rom = false): Promise<DhcpOutcome> {
   const sock = dgram.createSocket({ type: 'udp4', reuseAddr: true });
   sock.on('error', () => {});
   await new Promise<void>((r) => sock.bind(68, '0.0.0.0', () => r()));
@@ -189,6 +202,16 @@ export async function piDhcp(id: PiIdentity, ifname: string): Promise<DhcpOutcom
     if (!offer) throw new Error(`no address OFFER (replies: ${replies.length})`);
     if (!proxy) throw new Error('no proxy DHCP reply with vendor class PXEClient');
     const serverId = [...(offer.options.get(54) ?? Buffer.alloc(4))].join('.');
+    if (rom) {
+      execFileSync('ip', ['addr', 'add', `${offer.yiaddr}/24`, 'dev', ifname]);
+      const sub = pxeSubOptions(proxy.options.get(43));
+      const menuRaw = sub.get(9);
+      return {
+        address: offer.yiaddr, router: serverId, tftpServer: [...(proxy.options.get(54) ?? Buffer.alloc(4))].join('.'), proxyFrom: proxy.from,
+        menu: menuRaw && menuRaw.length > 3 ? menuRaw.subarray(3, 3 + menuRaw[2]!).toString('latin1') : '',
+        replies: replies.map((r) => ({ from: r.from, type: r.type, yiaddr: r.yiaddr, siaddr: r.siaddr, vendorClass: r.options.get(60)?.toString('latin1') ?? '' })),
+      };
+    }
     const ackWait = waitReplies(sock, xid, 4000, (rs) => rs.some((r) => r.type === 5 || r.type === 6));
     sock.send(piDhcpPacket(id, xid, 3, { requested: offer.yiaddr, serverId }), 67, '255.255.255.255');
     const acks = await ackWait;
@@ -219,6 +242,9 @@ const RRQ = 1, DATA = 3, ACK = 4, ERROR = 5, OACK = 6;
 
 export interface TftpResult {
   data?: Buffer;
+  /** With `hash`: the SHA-256 of the data (hex) and its size, the data itself not kept. */
+  sha256?: string;
+  size?: number;
   oack?: Record<string, string>;
   error?: { code: number; message: string };
   blocks: number;
@@ -242,10 +268,13 @@ function errorPacket(code: number, message: string): Buffer {
  * Reads `file` from `server`:69 (lockstep, with options). `abortAfterOack`: send ERROR 0 "Early terminate"
  * to the OACK, as the Pi does after its tsize probe, and return the OACK only.
  */
-export function tftpGet(server: string, file: string, options: Record<string, string>, o: { abortAfterOack?: boolean; timeoutMs?: number } = {}): Promise<TftpResult> {
+export function tftpGet(server: string, file: string, options: Record<string, string>, o: { abortAfterOack?: boolean; timeoutMs?: number; hash?: boolean } = {}): Promise<TftpResult> {
   const sock = dgram.createSocket('udp4');
   sock.on('error', () => {});
   const chunks: Buffer[] = [];
+  const hash = o.hash ? createHash('sha256') : undefined;
+  let size = 0;
+  let windowsize = 1;
   const first = rrq(file, options);
   let tid = -1;
   let expected = 1;
@@ -286,6 +315,7 @@ export function tftpGet(server: string, file: string, options: Record<string, st
         const oack: Record<string, string> = {};
         for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]) oack[fields[i]!.toLowerCase()] = fields[i + 1]!;
         if (oack['blksize']) blksize = Number(oack['blksize']);
+        if (oack['windowsize']) windowsize = Number(oack['windowsize']);
         if (o.abortAfterOack) {
           sock.send(errorPacket(0, 'Early terminate'), tid, server);
           return finish({ oack, blocks: 0 });
@@ -302,12 +332,15 @@ export function tftpGet(server: string, file: string, options: Record<string, st
         return;
       }
       const payload = msg.subarray(4);
-      chunks.push(Buffer.from(payload));
+      if (hash) hash.update(payload);
+      else chunks.push(Buffer.from(payload));
+      size += payload.length;
       blocks++;
       expected++;
-      send(ack(block), tid);
+      // RFC 7440: one ACK per window (and for the last block); block numbers roll over 65535 → 0.
+      if (payload.length < blksize || blocks % windowsize === 0) send(ack(block), tid);
       if (payload.length < blksize) {
-        finish({ data: Buffer.concat(chunks), blocks, ...(gotOack ? { oack: gotOack } : {}) });
+        finish({ ...(hash ? { sha256: hash.digest('hex'), size } : { data: Buffer.concat(chunks) }), blocks, ...(gotOack ? { oack: gotOack } : {}) });
       }
     });
     sock.bind(0, '0.0.0.0', () => sock.send(first, 69, server));
@@ -319,16 +352,31 @@ export function tftpGet(server: string, file: string, options: Record<string, st
 export interface PiJob {
   ifname: string;
   identity: PiIdentity;
-  /** Pi 4: start4.elf probe + files; Pi 5: `serial//config.txt` with blksize 1468 + files. */
-  model: 4 | 5;
-  /** Files fetched after the first one, relative to the serial folder. */
+  /**
+   * 3: the Pi 3 boot ROM (DISCOVER with the 0x44 option 97, no DHCPREQUEST; RRQs without options: `bootcode.bin`
+   *    and `bootsig.bin` at the root, then bootcode.bin asks `<prefix>/start.elf` and the rest);
+   * 4: start4.elf size probe + files; 5: `<prefix>//config.txt` with blksize 1468 + files (never start4.elf).
+   */
+  model: 3 | 4 | 5;
+  /**
+   * The EEPROM's TFTP path prefix (TFTP_PREFIX): the serial (0, default), a fixed TFTP_PREFIX_STR such as `pxe`
+   * (1), or the MAC with dashes (2); `''` asks at the root.
+   */
+  prefix?: string;
+  /** Files fetched after the first one, relative to the prefix folder. */
   files: string[];
+  /** Large files fetched with windowsize (RFC 7440) and checked by SHA-256 only (not saved). */
+  hashFiles?: string[];
   /** Where downloaded files are written (same relative paths), and the NBD copy (nbd.img). */
   outDir: string;
-  /** Skip DHCP (a second client in the same namespace): use this TFTP server. */
+  /** Skip DHCP (a second boot with its address kept): use this TFTP server. */
   tftpServer?: string;
-  /** Also: `nbdcopy nbd://SERVER/EXPORT` to outDir/nbd.img. */
-  nbd?: { server: string; export: string };
+  /**
+   * NBD: without `reads`, `nbdcopy nbd://SERVER/EXPORT` to outDir/nbd.img; with `reads`, a fixed-newstyle
+   * attach (test/nbd/client.ts) reading those ranges (SHA-256 + first 64 bytes hex), after `write` (offset,
+   * hex bytes; flushed) when given.
+   */
+  nbd?: { server: string; export: string; reads?: { offset: number; length: number }[]; write?: { offset: number; hex: string } };
   /** A serial the server does not know: expect "file not found" for its start4.elf. */
   unknownSerial?: string;
 }
@@ -336,10 +384,39 @@ export interface PiJob {
 export interface PiReport {
   dhcp?: DhcpOutcome;
   probe?: Record<string, string>;
-  files: Record<string, { size: number; blocks: number; oack?: Record<string, string> } | { error: { code: number; message: string } }>;
+  files: Record<string, { size: number; blocks: number; oack?: Record<string, string>; sha256?: string; ms?: number } | { error: { code: number; message: string } }>;
   unknown?: { code: number; message: string } | { size: number };
-  nbd?: { bytes: number } | { error: string };
+  nbd?: { bytes: number } | { size: number; reads: { sha256: string; head: string }[] } | { error: string };
   error?: string;
+}
+
+/** Attaches to an export from this namespace and reads (after writing) ranges of the client's view. */
+async function nbdView(job: NonNullable<PiJob['nbd']>): Promise<{ size: number; reads: { sha256: string; head: string }[] }> {
+  const c = await RawNbd.connect(10809, { host: job.server });
+  try {
+    await c.handshake();
+    const { size } = await c.go(job.export);
+    let handle = 1n;
+    if (job.write) {
+      c.request(NBD.CMD_WRITE, 0, handle++, job.write.offset, job.write.hex.length / 2, Buffer.from(job.write.hex, 'hex'));
+      const w = await c.simpleReply(0);
+      if (w.error) throw new Error(`NBD write: error ${w.error}`);
+      c.request(NBD.CMD_FLUSH, 0, handle++, 0, 0);
+      const f = await c.simpleReply(0);
+      if (f.error) throw new Error(`NBD flush: error ${f.error}`);
+    }
+    const reads: { sha256: string; head: string }[] = [];
+    for (const r of job.reads ?? []) {
+      c.request(NBD.CMD_READ, 0, handle++, r.offset, r.length);
+      const got = await c.simpleReply(r.length);
+      if (got.error) throw new Error(`NBD read ${r.offset}+${r.length}: error ${got.error}`);
+      reads.push({ sha256: createHash('sha256').update(got.data).digest('hex'), head: got.data.subarray(0, 64).toString('hex') });
+    }
+    c.request(NBD.CMD_DISC, 0, handle++, 0, 0);
+    return { size, reads };
+  } finally {
+    c.destroy();
+  }
 }
 
 export async function runPi(job: PiJob): Promise<PiReport> {
@@ -347,33 +424,47 @@ export async function runPi(job: PiJob): Promise<PiReport> {
   try {
     let server = job.tftpServer;
     if (!server) {
-      report.dhcp = await piDhcp(job.identity, job.ifname);
+      report.dhcp = await piDhcp(job.identity, job.ifname, job.model === 3);
       server = report.dhcp.tftpServer;
     }
-    const serial = job.identity.serial;
+    const pre = job.prefix ?? job.identity.serial;
+    const under = (f: string, sep = '/'): string => (pre === '' ? f : `${pre}${sep}${f}`);
     const save = (rel: string, data: Buffer): void => {
       const p = join(job.outDir, rel);
       mkdirSync(dirname(p), { recursive: true });
       writeFileSync(p, data);
     };
-    const get = async (rel: string, path: string, options: Record<string, string>): Promise<void> => {
-      const r = await tftpGet(server!, path, options);
+    const get = async (rel: string, path: string, options: Record<string, string>, hash = false): Promise<void> => {
+      const t0 = performance.now();
+      const r = await tftpGet(server!, path, options, hash ? { hash: true, timeoutMs: 60_000 } : {});
+      const ms = Math.round(performance.now() - t0);
       if (r.error) report.files[rel] = { error: r.error };
+      else if (hash) report.files[rel] = { size: r.size!, blocks: r.blocks, sha256: r.sha256!, ms, ...(r.oack ? { oack: r.oack } : {}) };
       else {
         save(rel, r.data!);
-        report.files[rel] = { size: r.data!.length, blocks: r.blocks, ...(r.oack ? { oack: r.oack } : {}) };
+        report.files[rel] = { size: r.data!.length, blocks: r.blocks, ms, ...(r.oack ? { oack: r.oack } : {}) };
       }
     };
-    if (job.model === 4) {
+    if (job.model === 3) {
+      // The ROM: plain RRQs (no options, 512-byte blocks; firmware issue #745 capture `RRQ "bootcode.bin" octet`).
+      await get('bootcode.bin', 'bootcode.bin', {});
+      await get('bootsig.bin', 'bootsig.bin', {});
+      // bootcode.bin: under the serial (net.md: "[serial_number]/start.elf").
+      await get('start.elf', under('start.elf'), {});
+      for (const f of job.files) await get(f, under(f), {});
+    } else if (job.model === 4) {
       // Size probe, aborted by the client, then the real read.
-      const probe = await tftpGet(server, `${serial}/start4.elf`, { tsize: '0', blksize: '1024' }, { abortAfterOack: true });
+      const probe = await tftpGet(server, under('start4.elf'), { tsize: '0', blksize: '1024' }, { abortAfterOack: true });
       if (probe.error) throw new Error(`start4.elf probe: TFTP error ${probe.error.code} ${probe.error.message}`);
       report.probe = probe.oack ?? {};
-      await get('start4.elf', `${serial}/start4.elf`, { tsize: '0', blksize: '1024' });
-      for (const f of job.files) await get(f, `${serial}/${f}`, { blksize: '1024' });
+      await get('start4.elf', under('start4.elf'), { tsize: '0', blksize: '1024' });
+      for (const f of job.files) await get(f, under(f), { blksize: '1024' });
     } else {
-      await get('config.txt', `${serial}//config.txt`, { tsize: '0', blksize: '1468' });
-      for (const f of job.files) await get(f, `${serial}//${f}`, { blksize: '1468' });
+      await get('config.txt', under('config.txt', '//'), { tsize: '0', blksize: '1468' });
+      for (const f of job.files) await get(f, under(f, '//'), { blksize: '1468' });
+    }
+    for (const f of job.hashFiles ?? []) {
+      await get(f, job.model === 5 ? under(f, '//') : under(f), { tsize: '0', blksize: '1468', windowsize: '64' }, true);
     }
     if (job.unknownSerial) {
       const u = await tftpGet(server, `${job.unknownSerial}/start4.elf`, { tsize: '0', blksize: '1024' });
@@ -381,8 +472,11 @@ export async function runPi(job: PiJob): Promise<PiReport> {
     }
     if (job.nbd) {
       try {
-        execFileSync('nbdcopy', [`nbd://${job.nbd.server}/${job.nbd.export}`, join(job.outDir, 'nbd.img')], { timeout: 60_000, stdio: ['ignore', 'ignore', 'pipe'] });
-        report.nbd = { bytes: statSync(join(job.outDir, 'nbd.img')).size };
+        if (job.nbd.reads) report.nbd = await nbdView(job.nbd);
+        else {
+          execFileSync('nbdcopy', [`nbd://${job.nbd.server}/${job.nbd.export}`, join(job.outDir, 'nbd.img')], { timeout: 60_000, stdio: ['ignore', 'ignore', 'pipe'] });
+          report.nbd = { bytes: statSync(join(job.outDir, 'nbd.img')).size };
+        }
       } catch (e) {
         report.nbd = { error: (e as Error).message.slice(0, 500) };
       }

@@ -53,9 +53,9 @@ export class RawNbd {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  static connect(port: number, opts: { localAddress?: string } = {}): Promise<RawNbd> {
+  static connect(port: number, opts: { localAddress?: string; host?: string } = {}): Promise<RawNbd> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host: '127.0.0.1', localAddress: opts.localAddress }, () => resolve(new RawNbd(s)));
+      const s = net.connect({ port, host: opts.host ?? '127.0.0.1', localAddress: opts.localAddress }, () => resolve(new RawNbd(s)));
       s.once('error', reject);
     });
   }
