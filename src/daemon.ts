@@ -44,7 +44,7 @@ export class Daemon {
   readonly startedAt = Date.now();
   /** Each client's boots, kept across reloads (and restarts, in stateDir/journeys.json). */
   readonly journey = new Journey();
-  readonly feed = new JourneyFeed(this.journey, this.clients, () => this.registry.config, this.metrics, () => this.nbd?.connectionInfo() ?? []);
+  readonly feed = new JourneyFeed(this.journey, this.clients, () => this.registry.config, this.metrics, () => this.nbd?.connectionInfo() ?? [], (req) => this.registry.resolve(req));
   private journeyTimer: NodeJS.Timeout | null = null;
   private saveJourneysNow: () => Promise<void> = () => Promise.resolve();
   private registry!: Registry;

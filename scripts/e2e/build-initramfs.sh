@@ -73,6 +73,14 @@ done <"$modlist"
 cp "$modlist" "$ir/etc/e2e-modules"
 
 install -m 755 "$here/init.sh" "$ir/init"
+# e2e.growinitrd=1 (the HTTP boot copy-on-write test): a second, uncompressed cpio archive that init.sh
+# appends to initrd.img on the boot partition over NBD. The kernel unpacks concatenated archives, so the
+# next boot that loads the grown file finds /e2e-initrd-marker in its initramfs.
+if [ "$mode" = e2e ]; then
+  mkdir -p "$work/grow"
+  echo "appended over NBD by boot 1" >"$work/grow/e2e-initrd-marker"
+  (cd "$work/grow" && echo e2e-initrd-marker | cpio -o -H newc --quiet -R 0:0) >"$ir/etc/e2e-grow.cpio"
+fi
 echo "$mode" >"$ir/etc/initramfs-mode"
 install -m 755 "$here/udhcpc.script" "$ir/etc/udhcpc.script"
 

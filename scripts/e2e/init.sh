@@ -5,7 +5,9 @@
 #   -> write /boot-result -> [e2e.rewrite=1: rewrite pxelinux.cfg/default on partition 1 (vfat)]
 #   -> sync, umount, nbd-client -d -> poweroff.
 # Kernel arguments read: nbdroot=SERVER[:PORT]/EXPORT, root=/dev/nbd0pN (default /dev/nbd0p2),
-# e2e.rewrite=1 (boot 1 of the stale-boot-partition test), e2e.bootpart=/dev/nbd0pN (default /dev/nbd0p1).
+# e2e.rewrite=1 (boot 1 of the stale-boot-partition test), e2e.bootpart=/dev/nbd0pN (default /dev/nbd0p1),
+# e2e.growinitrd=1 (the HTTP boot copy-on-write test: unless this initramfs already holds
+# /e2e-initrd-marker, append /etc/e2e-grow.cpio, which holds it, to initrd.img on the boot partition).
 #
 # Built with `build-initramfs.sh --boot` (/etc/initramfs-mode says `boot`; scripts/build-pc-image.sh) it is a
 # real system's initramfs: the same steps up to mounting root= over NBD, then it moves /dev into the root
@@ -54,7 +56,7 @@ while read -r path opts; do
 done </etc/e2e-modules
 say "MODULES loaded"
 
-NBDROOT=""; ROOTDEV=/dev/nbd0p2; REWRITE=""; BOOTPART=/dev/nbd0p1; INIT=/sbin/init
+NBDROOT=""; ROOTDEV=/dev/nbd0p2; REWRITE=""; BOOTPART=/dev/nbd0p1; INIT=/sbin/init; GROW=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     init=*) INIT=${arg#init=} ;;
@@ -62,6 +64,7 @@ for arg in $(cat /proc/cmdline); do
     root=*) ROOTDEV=${arg#root=} ;;
     e2e.rewrite=*) REWRITE=${arg#e2e.rewrite=} ;;
     e2e.bootpart=*) BOOTPART=${arg#e2e.bootpart=} ;;
+    e2e.growinitrd=*) GROW=${arg#e2e.growinitrd=} ;;
   esac
 done
 [ -n "$NBDROOT" ] || fail "no nbdroot= on the kernel command line"
@@ -134,6 +137,7 @@ say "MARKER $(cat /newroot/e2e-marker)"
   echo "address: $ADDR"
   echo "mac: $(cat /sys/class/net/$IFACE/address)"
   echo "marker: $(cat /newroot/e2e-marker)"
+  echo "initrd-marker: $(cat /e2e-initrd-marker 2>/dev/null || echo none)"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "uptime: $(cut -d' ' -f1 /proc/uptime)"
 } >/newroot/boot-result || fail "cannot write /boot-result"
@@ -152,6 +156,21 @@ if [ "$REWRITE" = 1 ]; then
   sync
   umount /bootpart || fail "umount $BOOTPART"
   say "REWROTE pxelinux.cfg/default"
+fi
+
+if [ "$GROW" = 1 ] && [ ! -f /e2e-initrd-marker ]; then
+  mount -t vfat "$BOOTPART" /bootpart 2>/tmp/mount.err || fail "mount $BOOTPART: $(cat /tmp/mount.err)"
+  IRD=/bootpart/initrd.img
+  [ -f "$IRD" ] || fail "$IRD missing"
+  # An uncompressed archive must start 4-byte aligned (the kernel skips the zero padding).
+  size=$(stat -c %s "$IRD")
+  pad=$(( (4 - size % 4) % 4 ))
+  [ "$pad" -eq 0 ] || head -c "$pad" /dev/zero >>"$IRD"
+  cat /etc/e2e-grow.cpio >>"$IRD" || fail "append to $IRD"
+  sync
+  size=$(stat -c %s "$IRD")
+  umount /bootpart || fail "umount $BOOTPART"
+  say "GREW initrd.img to $size bytes"
 fi
 
 umount /newroot || fail "umount $ROOTDEV"

@@ -25,6 +25,7 @@ export interface JourneyJson {
   name?: string;
   firmware?: string;
   vendorClass?: string;
+  hostname?: string;
   stage: string;
   unknown?: { reason: string; fix?: string };
   boots: Array<{
@@ -59,7 +60,7 @@ export function formatBoots(boots: BootSummary[]): string {
 export function formatJourney(j: JourneyJson): string {
   const out: string[] = [];
   const ids = [j.serial ? `serial ${j.serial}` : '', j.mac ? `MAC ${j.mac}` : '', j.ip ? `address ${j.ip}` : ''].filter(Boolean).join(', ');
-  out.push(`${j.id}${j.name ? ` (${j.name})` : ''}: ${ids}${j.model ? `, ${j.model}` : j.firmware ? `, ${j.firmware}` : ''}${j.vendorClass ? ` [${j.vendorClass}]` : ''}`);
+  out.push(`${j.id}${j.name ? ` (${j.name})` : ''}: ${ids}${j.model ? `, ${j.model}` : j.firmware ? `, ${j.firmware}` : ''}${j.vendorClass ? ` [${j.vendorClass}]` : ''}${j.hostname ? `, DHCP host name ${JSON.stringify(j.hostname)}` : ''}`);
   out.push(`stage: ${j.stage}`);
   if (j.unknown) out.push(`not served: ${j.unknown.reason}${j.unknown.fix ? `\n  to serve it: ${j.unknown.fix}` : ''}`);
   j.boots.forEach((b, n) => {
@@ -80,6 +81,8 @@ export async function follow(url: string, headers: Record<string, string>, write
   const res = await fetch(`${url.replace(/\/$/, '')}/events`, { headers, ...(signal ? { signal } : {}) });
   if (!res.ok || !res.body) throw new Error(`the daemon at ${url} refused the event stream: HTTP ${res.status}`);
   const seen = new Map<string, string>();
+  /** The first snapshot is the past: its clients are listed without their (old) hints; clients that appear later get theirs. */
+  let snapshot = true;
   const decoder = new TextDecoder();
   let buf = '';
   try {
@@ -100,11 +103,12 @@ export async function follow(url: string, headers: Record<string, string>, write
         for (const b of [...(s.boots ?? [])].reverse()) {
           const line = `${b.stage} ${b.last ?? ''}`;
           if (seen.get(b.id) === line) continue;
-          const first = !seen.has(b.id);
+          const past = snapshot && !seen.has(b.id);
           seen.set(b.id, line);
-          const hints = first ? '' : b.hints.map((h) => `\n    hint: ${h.text}${h.fix ? `; run: ${h.fix}` : ''}`).join('');
+          const hints = past ? '' : b.hints.map((h) => `\n    hint: ${h.text}${h.fix ? `; run: ${h.fix}` : ''}`).join('');
           write(`${new Date().toISOString().slice(11, 19)} ${b.id}${b.ip ? ` ${b.ip}` : ''} [${b.stage}] ${b.last ?? ''}${b.bootMs !== undefined && b.stage === 'root' ? ` (booted in ${(b.bootMs / 1000).toFixed(1)} s)` : ''}${hints}\n`);
         }
+        snapshot = false;
       }
     }
   } catch (e) {

@@ -27,6 +27,8 @@ export interface PxeClientInfo {
   piModel?: PiModel;
   vendorClass: string;
   userClass: string;
+  /** Option 12 (host name), as sent: client-controlled, for display only (clip and escape it). */
+  hostname?: string;
   /** Option 97 as sent (any length). */
   uuid?: Buffer;
   /** Option 97 to echo in replies: only when it is 0 or 17 bytes (PXE spec), as dnsmasq does. */
@@ -88,6 +90,7 @@ export function classify(msg: DhcpMessage): PxeClientInfo {
   const piModel = vendorClass === PI_VENDOR_CLASS && arch === 0 ? piModelOf(msg, mac) : null;
   const isPi = piModel !== null;
   const uuid = getOption(msg, Opt.ClientUuid);
+  const hostname = getOptionString(msg, Opt.HostName);
   const info: PxeClientInfo = {
     mac,
     arch,
@@ -99,6 +102,7 @@ export function classify(msg: DhcpMessage): PxeClientInfo {
     ...(piModel ? { piModel } : {}),
     vendorClass,
     userClass,
+    ...(hostname ? { hostname } : {}),
     giaddr: msg.giaddr,
     ciaddr: msg.ciaddr,
     xid: msg.xid,

@@ -99,8 +99,12 @@ export class HttpBootServer {
     server.on('clientError', (e: NodeJS.ErrnoException, socket) => {
       // Oversized headers (431), malformed requests (400), header timeouts: answered if the socket can be, then closed.
       const ip = normalizeAddress((socket as unknown as { remoteAddress?: string }).remoteAddress ?? '');
-      if (this.rate.allow(`clienterr:${ip}:${e.code}`) !== null) this.log.info({ ...this.who(ip), code: e.code }, 'http request refused');
-      if (socket.writable && e.code !== 'ECONNRESET') {
+      // A reset or a closed pipe is a client hanging up (OVMF resets its keep-alive connection after every
+      // download): nothing was refused. Parse errors, oversized headers and timeouts are refusals.
+      const hangUp = e.code === 'ECONNRESET' || e.code === 'EPIPE';
+      if (hangUp) this.log.debug({ ...this.who(ip), code: e.code }, 'http connection reset by the client');
+      else if (this.rate.allow(`clienterr:${ip}:${e.code}`) !== null) this.log.info({ ...this.who(ip), code: e.code }, 'http request refused');
+      if (socket.writable && !hangUp) {
         const status = e.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
         socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       } else socket.destroy();
@@ -132,7 +136,7 @@ export class HttpBootServer {
       if (status < 300) this.counters.served++;
       else if (status === 404) this.counters.notFound++;
       else this.counters.failed++;
-      const fields = { ...this.who(ip), path: path.slice(0, 256), status, bytes, ms: t.ms };
+      const fields = { ...this.who(ip), method: req.method ?? '', path: path.slice(0, 256), status, bytes, ms: t.ms };
       if (status < 300) this.log.info(fields, 'http file sent');
       else if (this.rate.allow(`status:${ip}:${status}`) !== null) this.log.info(fields, 'http request not served');
       this.onTransfer?.(t);

@@ -88,6 +88,18 @@ export interface Boot {
   hints: Hint[];
   /** The stall was noted (hint and counter) once. */
   stallNoted?: boolean;
+  /** The kernel command line file the client was served (cmdline.txt, a PXELINUX config, an iPXE script) and its `nbdroot=`. */
+  cmdline?: CmdlineSeen;
+}
+
+/** What the kernel command line a client was served says about its NBD root, checked against this server. */
+export interface CmdlineSeen {
+  /** The file it came from, as the client asked for it. */
+  path: string;
+  /** The `nbdroot=` value (absent: the file names none). */
+  nbdroot?: string;
+  /** What in it does not match this server (address, port, export), or undefined when it all matches. */
+  problem?: string;
 }
 
 export interface ClientJourney {
@@ -100,6 +112,8 @@ export interface ClientJourney {
   name?: string;
   firmware?: string;
   vendorClass?: string;
+  /** DHCP option 12 as the client sent it last (client-controlled: clipped, shown as text only). */
+  hostname?: string;
   lastActivity: number;
   /** Set while the config does not serve it, with the command that would. */
   unknown?: { reason: string; fix?: string };
@@ -174,18 +188,30 @@ export function missingFileHints(path: string, looked: string | undefined): Hint
 }
 
 /** Hints for an NBD refusal. */
-export function refusalHints(exportName: string, reason: string, message: string, exports: readonly string[] = []): Hint[] {
+export function refusalHints(exportName: string, reason: string, message: string, exports: readonly string[] = [], cmdline?: CmdlineSeen): Hint[] {
   if (reason === 'unknown') {
-    const known = exports.length ? ` (this server exports: ${exports.slice(0, 8).join(', ')})` : '';
-    return [{ code: 'cmdline-export', text: `asked for NBD export \`${clip(exportName, 64)}\`, which is not configured${known}: its cmdline.txt (nbdroot=) names another export, port or server` }];
+    const known = exports.length ? ` (this server exports: ${exports.slice(0, 8).map((x) => clip(x, 64)).join(', ')})` : '';
+    const why = cmdline ? `the ${cmdlineSays(cmdline)}` : 'its cmdline.txt (nbdroot=) names another export, port or server';
+    return [{ code: 'cmdline-export', text: `asked for NBD export \`${clip(exportName, 64)}\`, which is not configured${known}: ${why}` }];
   }
   const held = /in use|held|another (writer|client)|already open/i.test(message);
   return [{ code: 'export-refused', text: held ? `export \`${clip(exportName, 64)}\` is held by another writer: ${clip(message)}` : `export \`${clip(exportName, 64)}\` refused: ${clip(message)} (allow-list, TLS or certificate)` }];
 }
 
-/** A finished or stalled boot's stage as shown: `stalled-at-<stage>` after the quiet time. */
+/** `cmdline.txt it was served says nbdroot=…: problem`, in words. */
+export function cmdlineSays(c: CmdlineSeen): string {
+  const said = c.nbdroot !== undefined ? `says nbdroot=${clip(c.nbdroot, 128)}` : 'has no nbdroot=';
+  return `${clip(c.path, 96)} it was served ${said}${c.problem ? `: ${clip(c.problem)}` : ''}`;
+}
+
+/**
+ * A boot's stage as shown: `stalled-at-<stage>` after the quiet time; `refused` for a client that was given
+ * nothing at all (no DHCP answer, no file) and has a hint saying why — an unknown or refused client, which
+ * never reached the DHCP stage in any useful sense.
+ */
 export function shownStage(boot: Boot, now: number, stalledAfterMs: number): string {
   if (boot.stage === 'up' || boot.stage === 'down' || boot.attached > 0) return boot.stage;
+  if (boot.stage === 'dhcp' && boot.files === 0 && boot.hints.length > 0 && !boot.events.some((e) => e.kind === 'dhcp' && e.answered)) return 'refused';
   return now - boot.lastActivity >= stalledAfterMs ? `stalled-at-${boot.stage}` : boot.stage;
 }
 
@@ -197,6 +223,7 @@ export interface ClientSummary {
   model?: string;
   name?: string;
   firmware?: string;
+  hostname?: string;
   stage: string;
   lastBoot?: string;
   lastActivity: string;
@@ -240,9 +267,10 @@ export class Journey {
   // ------------------------------------------------------------------ events
 
   /** A DHCP packet the proxy answered (or stayed silent to, and why). */
-  dhcp(who: Who, e: { answered: boolean; reason: string; message?: string; arch?: number; vendorClass?: string; bootFile?: string; fix?: string }, now = Date.now()): void {
+  dhcp(who: Who, e: { answered: boolean; reason: string; message?: string; arch?: number; vendorClass?: string; hostname?: string; bootFile?: string; fix?: string }, now = Date.now()): void {
     const c = this.client(who, now);
     if (e.vendorClass !== undefined) c.vendorClass = clip(e.vendorClass);
+    if (e.hostname !== undefined) c.hostname = clip(e.hostname, 64);
     let boot = this.current(c);
     // iPXE and GRUB ask DHCP again mid-boot: that is the same boot, unless it had reached its root or went quiet.
     if (!boot || ORDER[boot.stage] >= ORDER.root || now - boot.lastActivity >= this.opts.stalledAfterMs) boot = this.newBoot(c, now, true);
@@ -335,8 +363,27 @@ export class Journey {
     let boot = this.current(c);
     if (!boot) boot = this.newBoot(c, now, false);
     this.push(c, boot, { t: now, kind: 'refused', export: clip(e.export, 64), reason: clip(e.reason, 32), message: clip(e.message) });
-    for (const h of refusalHints(e.export, e.reason, e.message, e.exports)) this.hint(boot, h);
+    for (const h of refusalHints(e.export, e.reason, e.message, e.exports, boot.cmdline)) this.hint(boot, h);
     this.changed(c);
+  }
+
+  /**
+   * What the kernel command line file the client was just served says about its root (read back by the
+   * daemon after the transfer). A hint that was written before it was known is rewritten with it.
+   */
+  cmdline(who: Who, e: CmdlineSeen & { exports?: readonly string[] }): void {
+    const c = this.find(who);
+    const boot = c ? this.current(c) : undefined;
+    if (!c || !boot) return;
+    boot.cmdline = { path: clip(e.path, 128), ...(e.nbdroot !== undefined ? { nbdroot: clip(e.nbdroot, 128) } : {}), ...(e.problem !== undefined ? { problem: clip(e.problem) } : {}) };
+    let changed = false;
+    for (const ev of boot.events) {
+      if (ev.kind !== 'refused' || ev.reason !== 'unknown') continue;
+      boot.hints = boot.hints.filter((h) => h.code !== 'cmdline-export');
+      for (const h of refusalHints(ev.export, ev.reason, ev.message, e.exports, boot.cmdline)) this.hint(boot, h);
+      changed = true;
+    }
+    if (changed) this.changed(c);
   }
 
   /** Root I/O so far on the client's open exports (the daemon polls the NBD server). */
@@ -384,7 +431,10 @@ export class Journey {
       if (boot.stage === 'dhcp' && answered) {
         this.hint(boot, { code: 'no-tftp', text: `answered by DHCP, then never asked for a boot file (${quiet} s): is TFTP (UDP 69) or HTTP blocked by a firewall on this host, or did another DHCP server's boot offer win?` });
       } else if (boot.stage === 'kernel' && !boot.events.some((e) => e.kind === 'refused')) {
-        this.hint(boot, { code: 'no-nbd', text: `loaded its kernel, then never connected to NBD (${quiet} s): check that nbdroot= in its cmdline.txt names this server and port, and that the NBD port is open` });
+        const cl = boot.cmdline;
+        if (cl?.problem !== undefined) this.hint(boot, { code: 'cmdline-export', text: `loaded its kernel, then never connected to NBD (${quiet} s): the ${cmdlineSays(cl)}` });
+        else if (cl) this.hint(boot, { code: 'no-nbd', text: `loaded its kernel, then never connected to NBD (${quiet} s), although the ${cmdlineSays(cl)}, which names this server: is the NBD port open, and does its initramfs have nbd-client?` });
+        else this.hint(boot, { code: 'no-nbd', text: `loaded its kernel, then never connected to NBD (${quiet} s): check that nbdroot= in its cmdline.txt names this server and port, and that the NBD port is open` });
       } else if (boot.stage !== 'dhcp') {
         this.hint(boot, { code: 'stalled', text: `nothing heard for ${quiet} s at stage ${boot.stage}` });
       }
@@ -451,6 +501,8 @@ export class Journey {
       const now = num(raw.lastActivity) ?? Date.now();
       const c = this.client(who, now);
       const unk = raw.unknown as { reason?: unknown; fix?: unknown } | undefined;
+      const hostname = str(raw.hostname, 64);
+      if (hostname !== undefined) c.hostname = hostname;
       if (unk && typeof unk.reason === 'string') c.unknown = { reason: clip(unk.reason), ...(typeof unk.fix === 'string' ? { fix: clip(unk.fix) } : {}) };
       c.boots = [];
       for (const b of (raw.boots as Array<Record<string, unknown>>).slice(-this.opts.bootsPerClient)) {
@@ -539,6 +591,7 @@ export class Journey {
     if (!into.model && from.model) into.model = from.model;
     if (!into.firmware && from.firmware) into.firmware = from.firmware;
     if (!into.vendorClass && from.vendorClass) into.vendorClass = from.vendorClass;
+    if (!into.hostname && from.hostname) into.hostname = from.hostname;
     if (!into.unknown && from.unknown) into.unknown = from.unknown;
     this.drop(from);
   }
@@ -620,6 +673,7 @@ function pick(c: ClientJourney): Partial<ClientSummary> {
   if (c.model !== undefined) out.model = c.model;
   if (c.name !== undefined) out.name = c.name;
   if (c.firmware !== undefined) out.firmware = c.firmware;
+  if (c.hostname !== undefined) out.hostname = c.hostname;
   return out;
 }
 

@@ -16,7 +16,9 @@ import type { ResolveRequest } from '../tftp/resolver.js';
 import type { HttpTransfer } from '../http/server.js';
 import { overlayPaths } from '../disk/cow.js';
 import type { ClientTable } from '../registry/clients.js';
-import { Journey, type Stage, type Who } from '../registry/journey.js';
+import { Journey, type CmdlineSeen, type Stage, type Who } from '../registry/journey.js';
+import { parseNbdroot } from '../registry/cmdline.js';
+import { readAll, type FileSource } from '../util/source.js';
 import { parseTftpPath } from '../registry/registry.js';
 import type { MetricsRegistry } from '../util/metrics.js';
 import { normalizeAddress } from '../util/net.js';
@@ -42,6 +44,8 @@ export class JourneyFeed {
     private readonly config: () => Config,
     metrics: MetricsRegistry,
     private readonly nbdInfo: () => NbdConnectionInfo[] = () => [],
+    /** Opens a file in a client's view (the registry's TFTP resolution): to read back the kernel command line it was served. */
+    private readonly open?: (req: ResolveRequest) => Promise<FileSource | null>,
   ) {
     const stages = metrics.counter('netbootd_boot_stage_total', 'Boots that reached each stage (dhcp, loader, kernel, root, up, down)');
     const stalled = metrics.counter('netbootd_boot_stalled_total', 'Boots that went quiet before their root was up, by the stage they stalled at');
@@ -87,6 +91,7 @@ export class JourneyFeed {
       reason: verdict.reason,
       arch: c.arch,
       vendorClass: c.vendorClass,
+      ...(c.hostname !== undefined ? { hostname: c.hostname } : {}),
       ...(d && !c.isPi ? { bootFile: d.url ? `http://…:${d.url.port}${d.url.path}` : d.bootFile } : {}),
       ...(c.isIpxe ? { message: 'iPXE' } : c.isHttpClient ? { message: 'HTTP boot' } : {}),
       ...(fix ? { fix } : {}),
@@ -95,12 +100,62 @@ export class JourneyFeed {
 
   transfer(s: TransferStats): void {
     this.journey.file(this.who(s.address), { via: 'tftp', path: s.path, outcome: s.outcome, bytes: s.bytes, size: s.size, ms: s.ms, ...(s.detail ? { detail: s.detail } : {}) });
+    if (s.outcome === 'complete' && isKernelConfig(s.path)) void this.readCmdline(s.address, s.port, s.path);
   }
+
+  /** Reads back the kernel command line file a client was served and notes what its `nbdroot=` names. */
+  private async readCmdline(address: string, port: number, path: string): Promise<void> {
+    if (!this.open || this.reading >= 4) return; // bounded: a flood of config fetches reads a few at a time, the rest unchecked
+    this.reading++;
+    let src: FileSource | null = null;
+    try {
+      src = await this.open({ address, port, path });
+      if (!src || src.size > 64 * 1024) return;
+      const text = (await readAll(src, 64 * 1024)).toString('latin1');
+      const ip = normalizeAddress(address);
+      this.journey.cmdline(this.who(ip), { ...this.checkNbdroot(path, text), exports: this.exports() });
+    } catch {
+      /* gone or unreadable: nothing to say */
+    } finally {
+      src?.close();
+      this.reading--;
+    }
+  }
+  private reading = 0;
+
+  private exports(): string[] {
+    return Object.values(this.config().images).map((i) => i.export!).filter(Boolean);
+  }
+
+  /** The first `nbdroot=` of a kernel command line file, against this server's address, NBD port and exports. */
+  checkNbdroot(path: string, text: string): CmdlineSeen {
+    const m = /(?:^|[\s"'])nbdroot=("[^"]*"|\S*)/.exec(text);
+    if (!m) {
+      const exports = this.exports();
+      const names = `${this.config().server.address ?? 'SERVER'}/${exports.length === 1 ? exports[0] : 'EXPORT'}`;
+      return { path, problem: `its kernel looks for no NBD root: add nbdroot=${names} (netbootd prep does)` };
+    }
+    const value = m[1]!.replace(/^"|"$/g, '');
+    const parsed = parseNbdroot(value);
+    if ('error' in parsed) return { path, nbdroot: value, problem: parsed.error };
+    const c = this.config();
+    const problems: string[] = [];
+    const address = c.server.address;
+    if (parsed.server !== '' && address !== undefined && parsed.server !== address) problems.push(`it names server ${parsed.server}, not this server (${address})`);
+    const port = c.nbd.port; // 0 (tests: any free port): not compared
+    if (parsed.port !== undefined && port !== 0 && parsed.port !== port) problems.push(`it names port ${parsed.port}, this server's NBD port is ${port}`);
+    const exports = this.exports();
+    if (parsed.exportName === undefined) problems.push('it names no export (the old server,port form): netbootd serves named exports only');
+    else if (!exports.includes(parsed.exportName)) problems.push(`export \`${parsed.exportName}\` is not one this server exports (${exports.slice(0, 8).join(', ') || 'none'})`);
+    return { path, nbdroot: value, ...(problems.length ? { problem: problems.join('; ') } : {}) };
+  }
+
 
   http(t: HttpTransfer): void {
     if (t.status === 404) return; // told by notFound, with why
     const outcome = t.status >= 200 && t.status < 300 ? 'complete' : t.status === 304 ? 'complete' : 'error';
     this.journey.file(this.who(t.address), { via: 'http', path: t.path, outcome, status: t.status, bytes: t.bytes, ms: t.ms });
+    if (outcome === 'complete' && isKernelConfig(t.path)) void this.readCmdline(t.address, 0, t.path);
   }
 
   /** A resolution that found nothing: why (unserved clients) or where it was looked for. */
@@ -137,7 +192,7 @@ export class JourneyFeed {
     const ip = normalizeAddress(c.address);
     const who = this.who(ip);
     if ('refused' in r) {
-      const exports = Object.values(this.config().images).map((i) => i.export!).filter(Boolean);
+      const exports = this.exports();
       // The client is told `unknown` for an export its allow-list hides; the journey says what happened.
       const hidden = r.reason === 'unknown' && exports.includes(name);
       this.journey.refused(who, hidden ? { export: name, reason: 'policy', message: `address ${ip} is not in the export's allow-list` } : { export: name, reason: r.reason, message: r.message, exports });
@@ -226,4 +281,10 @@ export class JourneyFeed {
       this.measuring = false;
     }
   }
+}
+
+/** Files that hold a kernel command line: a Pi's cmdline.txt, PXELINUX/SYSLINUX/EXTLINUX and GRUB configs, iPXE scripts. */
+export function isKernelConfig(path: string): boolean {
+  const p = path.toLowerCase();
+  return /(^|\/)(cmdline\.txt|syslinux\.cfg|extlinux\.conf|grub\.cfg|[^/]*\.ipxe)$/.test(p) || /(^|\/)pxelinux\.cfg\/[^/]+$/.test(p);
 }

@@ -34,7 +34,7 @@ td.wrap { white-space:normal; word-break:break-word; }
 tr.client { cursor:pointer; }
 tr.client:hover, tr.client.sel { background:color-mix(in srgb, var(--acc) 10%, transparent); }
 .stage { display:inline-block; padding:0 .5em; border-radius:1em; font-size:.85em; border:1px solid currentColor; }
-.s-up, .s-root { color:var(--ok); } .s-down { color:var(--mute); } .s-dhcp, .s-loader, .s-kernel { color:var(--acc); } .s-stalled { color:var(--bad); }
+.s-up, .s-root { color:var(--ok); } .s-down { color:var(--mute); } .s-dhcp, .s-loader, .s-kernel { color:var(--acc); } .s-stalled, .s-refused { color:var(--bad); }
 .hint { color:var(--warn); margin:.2em 0; white-space:normal; }
 code { font:12px ui-monospace, monospace; background:color-mix(in srgb, var(--fg) 8%, transparent); padding:.1em .3em; border-radius:3px; word-break:break-all; }
 .bar { width:10em; height:.6em; background:var(--line); border-radius:.3em; overflow:hidden; display:inline-block; }
@@ -88,7 +88,7 @@ function render() {
   const s = state; if (!s) return;
   $('uptime').textContent = 'up ' + s.uptimeS + ' s';
   fill(document.querySelector('#clients tbody'), (s.boots || []).map((c) => h('tr', { class: 'client' + (selected === c.id ? ' sel' : ''), 'data-client': c.id, onclick: () => select(c.id) },
-    h('td', {}, c.id, c.name ? ' (' + c.name + ')' : '', c.model ? h('div', { class: 'empty' }, c.model) : null),
+    h('td', {}, c.id, c.name ? ' (' + c.name + ')' : '', c.hostname ? h('div', { class: 'empty hn' }, 'host name ', c.hostname) : null, c.model ? h('div', { class: 'empty' }, c.model) : null),
     h('td', {}, c.ip || ''),
     h('td', { class: 'wrap' }, stage(c.stage), ...(c.hints || []).map((x) => h('div', { class: 'hint' }, '⚠ ', x.text, x.fix ? [' — ', h('code', {}, x.fix)] : null))),
     h('td', {}, ago(c.lastBoot)),
@@ -111,7 +111,7 @@ async function loadJourney() {
   if (!r.ok) return;
   const j = await r.json();
   journeyAt = j.lastActivity && new Date(j.lastActivity).toISOString() + j.stage;
-  const title = h('div', {}, h('strong', {}, j.id), j.name ? ' (' + j.name + ')' : '', ' ', j.model || j.firmware || '', j.ip ? ' at ' + j.ip : '', j.mac && j.serial ? ', MAC ' + j.mac : '', j.vendorClass ? h('div', { class: 'empty vc' }, 'vendor class: ', j.vendorClass) : null, h('button', { onclick: () => { selected = null; $('journey-sec').hidden = true; location.hash = ''; render(); } }, 'close'));
+  const title = h('div', {}, h('strong', {}, j.id), j.name ? ' (' + j.name + ')' : '', ' ', j.model || j.firmware || '', j.ip ? ' at ' + j.ip : '', j.mac && j.serial ? ', MAC ' + j.mac : '', j.vendorClass ? h('div', { class: 'empty vc' }, 'vendor class: ', j.vendorClass) : null, j.hostname ? h('div', { class: 'empty hn' }, 'DHCP host name: ', j.hostname) : null, h('button', { onclick: () => { selected = null; $('journey-sec').hidden = true; location.hash = ''; render(); } }, 'close'));
   const boots = j.boots.map((b, n) => h('div', { class: 'boot', 'data-stage': b.shown },
     h('p', {}, n === 0 ? 'Latest boot' : 'Earlier boot', ', started ', new Date(b.start).toLocaleString(), ': ', stage(b.shown), b.durationMs != null ? ', root attached after ' + (b.durationMs / 1000).toFixed(1) + ' s' : '', b.attached ? ', root in use: read ' + size(b.bytesRead) + ', wrote ' + size(b.bytesWritten) : ''),
     ...b.hints.map((x) => h('div', { class: 'hint' }, '⚠ ', x.text, x.fix ? [' — ', h('code', {}, x.fix)] : null)),

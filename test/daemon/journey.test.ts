@@ -115,3 +115,57 @@ pis:
   assert.equal(again.journey.get('11111111')?.stage, 'down', 'restored from stateDir/journeys.json');
   assert.match(again.journey.get('99999999')!.unknown!.fix!, /add-pi 99999999/);
 });
+
+test('journeys over HTTP (curl): files with status, bytes and time; a 404 with where it was looked for; an unknown Pi; the cmdline.txt it was served explains a stall', async (t) => {
+  if (!haveTools(t, 'curl', 'mcopy', 'sfdisk', 'mkfs.vfat', 'mkfs.ext4')) return;
+  const dir = tempDir(t);
+  const image = join(dir, 'pi.img');
+  await buildPiOsImage(image);
+  const config = `${testConfig(join(dir, 'state'), `images:
+  pios: { path: ${image}, mode: cow }
+pis:
+  "11111111": { image: pios }
+`).replace('status: { enabled: false }', 'status: { address: 127.0.0.1, port: 0, stalledAfterS: 30 }')}http: { enabled: true, address: 127.0.0.1, port: 0 }\n`;
+  const d = await startDaemon(t, dir, config);
+  const base = `http://127.0.0.1:${d.daemon.bound.http!}`;
+  const get = async (source: string, path: string): Promise<{ code: string; bytes: number }> => {
+    const r = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', '--interface', source, `${base}/${path}`], { allowFail: true });
+    const [code, bytes] = r.stdout.toString().split(' ');
+    return { code: code!, bytes: Number(bytes) };
+  };
+  const j = (q: string) => d.daemon.journey.get(q);
+
+  // A Pi loads its kernel and command line over HTTP: each file a line with its status, size and time.
+  const kernel = await get('127.0.0.1', '11111111/kernel8.img');
+  assert.equal(kernel.code, '200');
+  assert.ok(kernel.bytes > 0);
+  assert.equal((await get('127.0.0.1', '11111111/cmdline.txt')).code, '200');
+  const pi = await until('kernel over HTTP', () => (j('11111111')?.boots[0]?.cmdline ? j('11111111') : null));
+  const boot = pi.boots[0]!;
+  assert.equal(pi.stage, 'kernel');
+  const line = boot.lines.find((l) => l.startsWith('HTTP 11111111/kernel8.img'));
+  assert.match(line ?? '', new RegExp(`^HTTP 11111111/kernel8\\.img: sent 200, ${(kernel.bytes / 1024).toFixed(1)} KiB in \\d+ ms`), boot.lines.join('\n'));
+  const ev = boot.events.find((e) => e.kind === 'file' && e.path === '11111111/kernel8.img');
+  assert.ok(ev && ev.kind === 'file' && ev.via === 'http' && ev.bytes === kernel.bytes && ev.status === 200 && ev.outcome === 'complete', JSON.stringify(ev));
+  assert.equal(boot.files, 2);
+
+  // A boot file missing from its image: HTTP 404, and the hint says where it was looked for.
+  assert.equal((await get('127.0.0.1', '11111111/kernel7l.img')).code, '404');
+  const missing = await until('404', () => j('11111111')?.boots[0]?.hints.find((h) => h.code === 'file-missing'));
+  assert.match(missing.text, /`11111111\/kernel7l\.img` is not in the boot partition of image pios/);
+  assert.ok(j('11111111')!.boots[0]!.lines.some((l) => l === 'HTTP 11111111/kernel7l.img: not found — no such file (looked in the boot partition of image pios)'), j('11111111')!.boots[0]!.lines.join('\n'));
+
+  // An unknown Pi asking over HTTP: not served, with the command that would.
+  assert.equal((await get('127.0.0.3', '99999999/start4.elf')).code, '404');
+  const unknown = await until('unknown', () => j('99999999'));
+  assert.match(unknown.unknown?.fix ?? '', /^netbootd add-pi 99999999 --image pios$/);
+
+  // The Pi never comes for its root: the stall hint quotes the cmdline.txt it was served (Pi OS: no nbdroot=).
+  assert.deepEqual(boot.cmdline, { path: '11111111/cmdline.txt', problem: 'its kernel looks for no NBD root: add nbdroot=127.0.0.1/pios (netbootd prep does)' });
+  const later = Date.now() + 31_000;
+  d.daemon.feed.tick(later);
+  const stalled = d.daemon.journey.get('11111111', later)!;
+  assert.equal(stalled.stage, 'stalled-at-kernel');
+  const hint = stalled.boots[0]!.hints.find((h) => h.code === 'cmdline-export');
+  assert.match(hint?.text ?? '', /^loaded its kernel, then never connected to NBD \(30 s\): the 11111111\/cmdline\.txt it was served has no nbdroot=: its kernel looks for no NBD root: add nbdroot=127\.0\.0\.1\/pios/, JSON.stringify(stalled.boots[0]!.hints));
+});

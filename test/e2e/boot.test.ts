@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { copyImage, daemonAvailable, DAEMON_MISSING, appendLine, type Artifacts } from './artifacts.js';
 import { readExt4File, readFatFile, parseBootResult, readCowClients, type ParsedResult } from './image.js';
-import { createTopology, startStack, selectedStacks, STACK_TITLES, EXPORT_NAME, tailOf, type StackName, type Topology, type BootStack } from './stacks.js';
+import { createTopology, startStack, selectedStacks, STACK_TITLES, EXPORT_NAME, SERVER_ADDRESS, STATUS_PORT, tailOf, type StackName, type Topology, type BootStack } from './stacks.js';
 import { addTap, bootVm, formatBoot, type BootReport, type Firmware } from './vm.js';
 import { BOOT_TIMEOUT_MS, e2eReady, sharedArtifacts, report } from './setup.js';
 
@@ -30,6 +30,49 @@ function checkResult(r: ParsedResult | null, want: { mac: string; marker: string
   const when = Date.parse(r.date);
   assert.ok(Number.isFinite(when) && Math.abs(when - want.started) < 30 * 60_000, `${label}: date ${r.date} is not this boot's`);
   return r;
+}
+
+interface JourneyView {
+  id: string; mac?: string; name?: string; stage: string;
+  boots: Array<{ shown: string; durationMs?: number; reached: Record<string, number>; lines: string[]; hints: Array<{ code: string; text: string }>; cmdline?: { path: string; nbdroot?: string; problem?: string } }>;
+}
+
+/**
+ * Issue 17: the boot journey netbootd kept of a VM that booted (read from its status endpoint in the server
+ * namespace): `boots` boots, each from DHCP through its loader and kernel to its NBD root, then down (the VM
+ * powered off), with its duration, no hint, and the PXELINUX config it was served naming this server's export.
+ */
+async function assertJourney(t: TestContext, topo: Topology, mac: string, boots: number, label: string, stack: BootStack): Promise<void> {
+  let j: JourneyView | undefined;
+  const end = Date.now() + 10_000;
+  for (;;) {
+    const r = await topo.lab.exec(topo.server, 'curl', ['-sS', '--max-time', '5', `http://127.0.0.1:${STATUS_PORT}/journey?client=${mac}`], { allowFail: true });
+    try {
+      j = JSON.parse(r.stdout.toString()) as JourneyView;
+    } catch {
+      j = undefined;
+    }
+    // The NBD close reaches the daemon as the VM powers off.
+    if ((j?.boots?.length === boots && j.stage === 'down') || Date.now() > end) break;
+    await new Promise((res) => setTimeout(res, 250));
+  }
+  const story = `${label}: ${JSON.stringify(j).slice(0, 3000)}\n--- ${stack.logs[0]} ---\n${tailOf(stack.logs[0]!, 20)}`;
+  assert.ok(j?.boots, story);
+  assert.equal(j.mac, mac, story);
+  assert.equal(j.boots.length, boots, `one boot per VM start: ${story}`);
+  assert.equal(j.stage, 'down', story);
+  for (const b of j.boots) {
+    for (const stage of ['dhcp', 'loader', 'kernel', 'root', 'down']) assert.ok(b.reached[stage] !== undefined, `never reached ${stage}: ${story}`);
+    assert.ok(b.durationMs !== undefined && b.durationMs > 0 && b.durationMs < BOOT_TIMEOUT_MS, story);
+    assert.deepEqual(b.hints, [], story);
+    assert.ok(b.lines.some((l) => /^DHCP .*answered/.test(l)), story);
+    assert.ok(b.lines.some((l) => /^TFTP \S*vmlinuz\S*: sent/.test(l)), story);
+    assert.ok(b.lines.some((l) => l.startsWith(`NBD attached export ${EXPORT_NAME} (read-write`)), story);
+    assert.ok(b.lines.some((l) => l.startsWith(`NBD detached ${EXPORT_NAME}: read `)), story);
+    assert.equal(b.cmdline?.nbdroot, `${SERVER_ADDRESS}/${EXPORT_NAME}`, `the kernel command line it was served: ${story}`);
+    assert.equal(b.cmdline?.problem, undefined, story);
+  }
+  report(t, `${label}: journey ${j.boots.map((b) => `${b.shown} after ${((b.durationMs ?? 0) / 1000).toFixed(1)} s to its root`).join(', ')}`);
 }
 
 function assertBooted(r: BootReport, label: string, stack: BootStack): void {
@@ -72,12 +115,13 @@ for (const stackName of STACKS) {
         const { art, topo, dir } = await setup('bios');
         const image = await copyImage(art, join(dir, 'disk.img'));
         const mac = '52:54:00:e2:0b:01';
-        const stack = await startStack(stackName, { topo, image, hosts: [{ mac, firmware: 'bios' }], workDir: dir });
+        const stack = await startStack(stackName, { topo, image, hosts: [{ mac, firmware: 'bios' }], workDir: dir, status: stackName === 'netbootd' });
         t.after(() => stack.stop());
 
         const started = Date.now();
         const r1 = await boot(t, topo, 'bios', mac, 'BIOS boot 1', dir);
         assertBooted(r1, 'BIOS boot 1', stack);
+        if (stackName === 'netbootd') await assertJourney(t, topo, mac, 1, 'BIOS boot 1', stack);
         const res1 = checkResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'BIOS boot 1');
         assert.match(res1.cmdline, /\be2e\.rewrite=1\b/);
         // The client changed its boot configuration on the FAT partition, over NBD.
@@ -100,6 +144,7 @@ for (const stackName of STACKS) {
         assert.doesNotMatch(res2.cmdline, /\be2e\.rewrite=1\b/);
         const log = (await readExt4File(image, 2, '/boot-log', dir)) ?? '';
         assert.equal(log.match(/^cmdline:/gm)?.length, 2, 'two boots logged on the root');
+        await assertJourney(t, topo, mac, 2, 'BIOS boot 2', stack);
       });
 
     test('UEFI (OVMF, virtio-net without option ROM, EDK2 PXE): syslinux.efi + ldlinux.e64, same kernel and NBD root',
@@ -108,11 +153,12 @@ for (const stackName of STACKS) {
         const { art, topo, dir } = await setup('uefi');
         const image = await copyImage(art, join(dir, 'disk.img'));
         const mac = '52:54:00:e2:0e:01';
-        const stack = await startStack(stackName, { topo, image, hosts: [{ mac, firmware: 'uefi' }], workDir: dir });
+        const stack = await startStack(stackName, { topo, image, hosts: [{ mac, firmware: 'uefi' }], workDir: dir, status: stackName === 'netbootd' });
         t.after(() => stack.stop());
         const started = Date.now();
         const r = await boot(t, topo, 'uefi', mac, 'UEFI boot', dir);
         assertBooted(r, 'UEFI boot', stack);
+        if (stackName === 'netbootd') await assertJourney(t, topo, mac, 1, 'UEFI boot', stack);
         checkResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'UEFI boot');
         const cfg = (await readFatFile(image, 1, 'pxelinux.cfg/default'))?.toString() ?? '';
         assert.match(appendLine(cfg), /\be2e\.second=1\b/);

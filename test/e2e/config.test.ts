@@ -25,3 +25,26 @@ test('e2e netbootd config (PC hosts, copy-on-write, Pis) passes the config loade
   assert.deepEqual(Object.keys(c.pis).sort(), ['12345678', '3a4b5c6d']);
   assert.equal(c.pis['12345678']?.image, 'e2e');
 });
+
+test('e2e netbootd config with HTTP boot (http section, kernel/initrd/cmdline keys, status) passes the config loader', () => {
+  const text = netbootdConfig({
+    image: '/tmp/e2e/disk.img', exportName: 'e2e', workDir: '/tmp/e2e', http: { chainIpxe: true }, status: true,
+    hosts: [
+      { mac: '52:54:00:e2:4b:01', firmware: 'bios', kernel: 'vmlinuz', initrd: ['initrd.img'], cmdline: 'console=ttyS0 nbdroot=198.18.0.2/e2e' },
+      { mac: '52:54:00:e2:4e:01', firmware: 'uefi', http: false },
+    ],
+  }, '/tmp/e2e/state');
+  const r = parseConfig(text, '/tmp/e2e/netbootd.yaml');
+  assert.ok(r.ok, r.ok ? '' : r.errors.map(formatIssue).join('\n'));
+  assert.deepEqual(r.warnings, []);
+  const c = r.config;
+  assert.equal(c.http.enabled, true);
+  assert.equal(c.http.port, 8080);
+  assert.equal(c.http.chainIpxe, true);
+  assert.equal(c.status.enabled, true);
+  const h = c.hosts['52:54:00:e2:4b:01'];
+  assert.equal(h?.kernel, 'vmlinuz');
+  assert.deepEqual(h?.initrd, ['initrd.img']);
+  assert.equal(h?.cmdline, 'console=ttyS0 nbdroot=198.18.0.2/e2e');
+  assert.equal(c.hosts['52:54:00:e2:4e:01']?.http, false);
+});

@@ -285,11 +285,23 @@ export function tftpGet(server: string, file: string, options: Record<string, st
   let tries = 0;
   let gotOack: Record<string, string> | undefined;
   return new Promise<TftpResult>((resolve, reject) => {
-    const finish = (r: TftpResult | Error): void => {
+    let finished = false;
+    /**
+     * Ends the transfer, after sending `final` (the last ACK, or the ERROR that ends a size probe): the socket is
+     * closed once that packet has left, as a Pi's bootloader sends it (closing at once drops it, and the server
+     * then retransmits into a closed port and ends the transfer as a client error).
+     */
+    const finish = (r: TftpResult | Error, final?: { packet: Buffer; port: number }): void => {
+      if (finished) return;
+      finished = true;
       clearInterval(timer);
-      sock.close();
-      if (r instanceof Error) reject(r);
-      else resolve(r);
+      const end = (): void => {
+        sock.close();
+        if (r instanceof Error) reject(r);
+        else resolve(r);
+      };
+      if (final) sock.send(final.packet, final.port, server, end);
+      else end();
     };
     const send = (b: Buffer, port: number): void => {
       last = b;
@@ -302,7 +314,7 @@ export function tftpGet(server: string, file: string, options: Record<string, st
       sock.send(last, lastTo, server);
     }, 500);
     sock.on('message', (msg, rinfo) => {
-      if (rinfo.address !== server || msg.length < 4) return;
+      if (finished || rinfo.address !== server || msg.length < 4) return;
       if (tid >= 0 && rinfo.port !== tid) {
         sock.send(errorPacket(5, 'Unknown transfer ID'), rinfo.port, server);
         return;
@@ -316,10 +328,7 @@ export function tftpGet(server: string, file: string, options: Record<string, st
         for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]) oack[fields[i]!.toLowerCase()] = fields[i + 1]!;
         if (oack['blksize']) blksize = Number(oack['blksize']);
         if (oack['windowsize']) windowsize = Number(oack['windowsize']);
-        if (o.abortAfterOack) {
-          sock.send(errorPacket(0, 'Early terminate'), tid, server);
-          return finish({ oack, blocks: 0 });
-        }
+        if (o.abortAfterOack) return finish({ oack, blocks: 0 }, { packet: errorPacket(0, 'Early terminate'), port: tid });
         gotOack = oack;
         send(ack(0), tid);
         return;
@@ -338,10 +347,9 @@ export function tftpGet(server: string, file: string, options: Record<string, st
       blocks++;
       expected++;
       // RFC 7440: one ACK per window (and for the last block); block numbers roll over 65535 → 0.
-      if (payload.length < blksize || blocks % windowsize === 0) send(ack(block), tid);
       if (payload.length < blksize) {
-        finish({ ...(hash ? { sha256: hash.digest('hex'), size } : { data: Buffer.concat(chunks) }), blocks, ...(gotOack ? { oack: gotOack } : {}) });
-      }
+        finish({ ...(hash ? { sha256: hash.digest('hex'), size } : { data: Buffer.concat(chunks) }), blocks, ...(gotOack ? { oack: gotOack } : {}) }, { packet: ack(block), port: tid });
+      } else if (blocks % windowsize === 0) send(ack(block), tid);
     });
     sock.bind(0, '0.0.0.0', () => sock.send(first, 69, server));
   });

@@ -38,7 +38,8 @@ import { haveTools, IN_CI, run } from '../helpers/tools.js';
 import { NetLab, type NetHost } from '../helpers/netns.js';
 import { MTOOLS_ENV, prng, randomBytes } from '../helpers/fatimg.js';
 import { E2E_ROOT, daemonAvailable, DAEMON_MISSING } from './artifacts.js';
-import { createTopology, waitListening, SERVER_ADDRESS, tailOf, type Topology } from './stacks.js';
+import { createTopology, waitListening, SERVER_ADDRESS, STATUS_PORT, tailOf, type Topology } from './stacks.js';
+import { buildPiOsImage, PI_OS_LAYOUT } from '../helpers/piimage.js';
 import type { PiJob, PiReport } from './pi-client.js';
 import { report } from './setup.js';
 
@@ -79,6 +80,16 @@ const PIS: Record<string, Pi> = {
 };
 const UNKNOWN4 = { host: 'unk4', mac: 'dc:a6:32:99:00:01', serial: '99000001' };
 const UNKNOWN3 = { host: 'unk3', mac: 'b8:27:eb:99:00:02', serial: 'c0990002' };
+/**
+ * Issue 17, Pis that fail, each with the hint its journey must end with: a Pi 4 on an image without start4.elf
+ * (made for the Pi 5 only), a Pi 4 whose cmdline.txt names an export this server does not have, and a Pi 4
+ * asking for an export whose allow-list leaves its address out.
+ */
+const FAILING = {
+  pi5only: { host: 'f4a', mac: 'dc:a6:32:4e:2f:01', serial: '6d7e8f01', image: 'pi5only' },
+  wrongcmd: { host: 'f4b', mac: 'dc:a6:32:4e:2f:02', serial: '6d7e8f02', image: 'wrongcmd' },
+  locked: { host: 'f4c', mac: 'dc:a6:32:4e:2f:03', serial: '6d7e8f03', image: EXPORT },
+} as const;
 
 const CMDLINE = `console=serial0,115200 console=tty1 root=/dev/nbd0p2 nbdroot=${SERVER_ADDRESS}/${EXPORT} rootfstype=ext4 rootwait\n`;
 
@@ -269,20 +280,34 @@ describe('e2e Raspberry Pi bootloader replays (issue 16) against netbootd serve'
     report(t, `image with a 100 MB boot.img built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
     topo = await createTopology('pirp', work, { ipv6Ra: false });
-    for (const p of [...Object.values(PIS), UNKNOWN4, UNKNOWN3]) {
+    for (const p of [...Object.values(PIS), UNKNOWN4, UNKNOWN3, ...Object.values(FAILING)]) {
       const h = await topo.lab.addHost(p.host, { mac: p.mac });
       await topo.lab.exec(h, 'ip', ['route', 'add', '255.255.255.255/32', 'dev', 'eth0']);
       hosts.set(p.host, h);
     }
     stateDir = join(work, 'state');
     mkdirSync(stateDir);
+    // Issue 17's failing Pis: a Pi OS image without start4.elf, and one whose cmdline.txt names export `other`.
+    const pios = join(work, 'pios.img');
+    await buildPiOsImage(pios);
+    const at = `@@${PI_OS_LAYOUT.bootStart}`;
+    await run('cp', ['--sparse=always', pios, join(work, 'wrongcmd.img')]);
+    await run('mdel', ['-i', `${pios}${at}`, '::/start4.elf'], { env: MTOOLS_ENV });
+    writeFileSync(join(work, 'cmdline.txt'), CMDLINE.replace(`/${EXPORT} `, '/other '));
+    await run('mcopy', ['-o', '-i', `${join(work, 'wrongcmd.img')}${at}`, join(work, 'cmdline.txt'), '::/cmdline.txt'], { env: MTOOLS_ENV });
     const cfg = {
       server: { address: SERVER_ADDRESS, stateDir },
       dhcp: { enabled: true },
       tftp: { enabled: true, port: 69 },
       nbd: { enabled: true, port: 10809 },
-      status: { enabled: false },
-      images: { [EXPORT]: { path: built.image, mode: 'cow', export: EXPORT } },
+      // The boot journeys (issue 17) are read from the status endpoint, inside the server's namespace.
+      status: { enabled: true, address: '127.0.0.1', port: STATUS_PORT },
+      images: {
+        [EXPORT]: { path: built.image, mode: 'cow', export: EXPORT },
+        pi5only: { path: pios, mode: 'readonly' },
+        wrongcmd: { path: join(work, 'wrongcmd.img'), mode: 'readonly' },
+        locked: { path: built.image, mode: 'readonly', allow: ['10.0.0.0/8'] },
+      },
       pis: {
         [PIS.pi3!.serial]: { image: EXPORT, model: 3 },
         [PIS.p4s!.serial]: { image: EXPORT, model: 4 },
@@ -290,6 +315,7 @@ describe('e2e Raspberry Pi bootloader replays (issue 16) against netbootd serve'
         [PIS.p4m!.serial]: { image: EXPORT, mac: PIS.p4m!.mac, model: 4 },
         [PIS.cm4!.serial]: { image: EXPORT, model: 4 },
         '0c8f7e5cbd989ae1': { image: EXPORT, model: 5 },
+        ...Object.fromEntries(Object.values(FAILING).map((f) => [f.serial, { image: f.image, model: 4 }])),
       },
       logging: { level: 'info', pretty: false },
     };
@@ -309,7 +335,7 @@ describe('e2e Raspberry Pi bootloader replays (issue 16) against netbootd serve'
     };
     try {
       await Promise.race([
-        waitListening(topo.lab, topo.server, [['udp', 67], ['udp', 69], ['tcp', 10809]], 30_000),
+        waitListening(topo.lab, topo.server, [['udp', 67], ['udp', 69], ['tcp', 10809], ['tcp', STATUS_PORT]], 30_000),
         new Promise((_, reject) => proc.once('exit', (c) => reject(new Error(`netbootd serve exited ${c}`)))),
       ]);
     } catch (e) {
@@ -381,6 +407,97 @@ describe('e2e Raspberry Pi bootloader replays (issue 16) against netbootd serve'
     const text = readFileSync(log, 'utf8');
     assert.match(text, /"mac":"b8:27:eb:12:34:56"[^\n]*neighbour table/, 'the Pi 3 was bound through the neighbour table');
     for (const m of ['pi3-bootrom', 'pi4-eeprom', 'pi5-eeprom']) assert.match(text, new RegExp(`"model":"${m}"`), `log lines name the model ${m}`);
+  });
+
+  /** GET on the status endpoint, from inside the server's namespace (it listens on its loopback). */
+  const statusGet = async <T,>(path: string): Promise<T> => {
+    const r = await topo!.lab.exec(topo!.server, 'curl', ['-sS', '--max-time', '5', `http://127.0.0.1:${STATUS_PORT}${path}`]);
+    return JSON.parse(r.stdout.toString()) as T;
+  };
+  interface JourneyView {
+    id: string; serial?: string; mac?: string; ip?: string; stage: string; unknown?: { reason: string; fix?: string };
+    boots: Array<{ shown: string; durationMs?: number; reached: Record<string, number>; lines: string[]; hints: Array<{ code: string; text: string; fix?: string }>; events: Array<{ kind: string; answered?: boolean }> }>;
+  }
+  /** A client's journey once `ok` holds (the NBD close reaches the daemon after the client exits), else the last one seen. */
+  const journeyOf = async (client: string, ok: (j: JourneyView) => boolean): Promise<JourneyView> => {
+    const end = Date.now() + 10_000;
+    for (;;) {
+      const j = await statusGet<JourneyView>(`/journey?client=${client}`);
+      if ((j.boots && ok(j)) || Date.now() > end) return j;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  };
+
+  test('boot journeys (issue 17): each Pi\'s boot ends down after DHCP, loader, kernel and root; unknown and failing Pis end with their hints', { timeout: 120_000 }, async (t) => {
+    if (!built || !topo || firstRuns.size < Object.keys(PIS).length) {
+      t.skip('needs the replay test above');
+      return;
+    }
+    const t0 = performance.now();
+    // Every configured Pi: one story from its DHCP exchange to its NBD detach, the boot's duration measured.
+    for (const [name, p] of Object.entries(PIS)) {
+      const j = await journeyOf(p.mac, (x) => x.stage === 'down');
+      const b = j.boots[0]!;
+      const story = `${name}: ${JSON.stringify({ stage: j.stage, shown: b?.shown, reached: b?.reached, hints: b?.hints })}\n${b?.lines.join('\n')}\n--- netbootd ---\n${tailOf(log, 20)}`;
+      // One story for its MAC (DHCP) and its serial (TFTP); the Pi listed by MAC (TFTP_PREFIX=1) is known by MAC only.
+      assert.equal(j.mac, p.mac, story);
+      if (p.prefix !== 'pxe') assert.equal(j.serial, p.serial, story);
+      assert.equal(j.stage, 'down', story);
+      for (const stage of ['dhcp', 'loader', 'kernel', 'root', 'down']) assert.ok(b.reached[stage] !== undefined, `${name}: never reached ${stage}: ${story}`);
+      assert.ok(b.events.some((e) => e.kind === 'dhcp' && e.answered), story);
+      assert.ok(b.durationMs !== undefined && b.durationMs >= 0 && b.durationMs < 90_000, `${name}: boot duration ${b.durationMs}`);
+      assert.deepEqual(b.hints, [], story);
+      const first = p.model === 3 ? 'bootcode\\.bin' : p.model === 4 ? 'start4\\.elf' : 'config\\.txt';
+      assert.ok(b.lines.some((l) => new RegExp(`^TFTP \\S*${first}: sent`).test(l)), `${name}: its first file: ${story}`);
+      assert.ok(b.lines.some((l) => /^TFTP \S*cmdline\.txt: sent/.test(l)), story);
+      assert.ok(b.lines.some((l) => l.startsWith(`NBD attached export ${EXPORT} (read-write, cow, overlay ${p.key})`)), story);
+      assert.ok(b.lines.some((l) => /^NBD detached pis: read \d/.test(l)), story);
+    }
+    // Unconfigured Pis: not served, with the command that would serve them.
+    const u4 = await journeyOf(UNKNOWN4.serial, (x) => x.unknown !== undefined);
+    assert.match(u4.unknown?.fix ?? '', new RegExp(`^netbootd add-pi ${UNKNOWN4.serial} --image `), JSON.stringify(u4));
+    assert.equal(u4.boots[0]!.hints[0]?.code, 'serial-not-configured', JSON.stringify(u4.boots[0]));
+
+    // A Pi 4 on an image made for the Pi 5 only: its start4.elf probe fails; the hint says why.
+    const f = FAILING;
+    const r1 = await runClient(t, 'Pi 4 on a Pi 5-only image', hosts.get(f.pi5only.host)!, { identity: { mac: f.pi5only.mac, serial: f.pi5only.serial }, model: 4, files: ['config.txt'] });
+    assert.match(r1.r.error ?? '', /start4\.elf probe: TFTP error 1/, fail('pi5only', r1.r));
+    const j1 = await journeyOf(f.pi5only.serial, (x) => x.boots[0]!.hints.length >= 2);
+    assert.deepEqual(j1.boots[0]!.hints.map((h) => h.code), ['file-missing', 'pi5-only'], JSON.stringify(j1.boots[0]));
+    assert.match(j1.boots[0]!.hints[0]!.text, /start4\.elf` is not in the boot partition of image pi5only/);
+    assert.equal(j1.stage, 'dhcp', 'it got no file at all');
+
+    // A Pi 4 whose cmdline.txt names export `other`: it asks for it, is refused, and the hint quotes its cmdline.txt.
+    const r2 = await runClient(t, 'Pi 4 with a cmdline.txt naming another export', hosts.get(f.wrongcmd.host)!, {
+      identity: { mac: f.wrongcmd.mac, serial: f.wrongcmd.serial }, model: 4, files: ['config.txt', 'cmdline.txt', 'kernel8.img'],
+      nbd: { server: SERVER_ADDRESS, export: 'other', reads: [{ offset: 0, length: 512 }] },
+    });
+    assert.equal(r2.r.error, undefined, fail('wrongcmd', r2.r));
+    assert.ok(r2.r.nbd && 'error' in r2.r.nbd, `export other must be refused: ${JSON.stringify(r2.r.nbd)}`);
+    const j2 = await journeyOf(f.wrongcmd.serial, (x) => x.boots[0]!.hints.some((h) => /nbdroot=/.test(h.text) && /it was served/.test(h.text)));
+    const h2 = j2.boots[0]!.hints.find((h) => h.code === 'cmdline-export');
+    assert.ok(h2, JSON.stringify(j2.boots[0]));
+    assert.match(h2.text, new RegExp(`export \`other\`.*cmdline\\.txt it was served says nbdroot=${SERVER_ADDRESS.replace(/\./g, '\\.')}/other: export \`other\` is not one this server exports`), h2.text);
+    assert.equal(j2.stage, 'kernel', 'its root never attached');
+
+    // A Pi 4 asking for an export whose allow-list leaves its address out.
+    const r3 = await runClient(t, 'Pi 4 refused by an allow-list', hosts.get(f.locked.host)!, {
+      identity: { mac: f.locked.mac, serial: f.locked.serial }, model: 4, files: ['cmdline.txt'],
+      nbd: { server: SERVER_ADDRESS, export: 'locked', reads: [{ offset: 0, length: 512 }] },
+    });
+    assert.ok(r3.r.nbd && 'error' in r3.r.nbd, `export locked must be refused: ${JSON.stringify(r3.r.nbd)}`);
+    const j3 = await journeyOf(f.locked.serial, (x) => x.boots[0]!.hints.some((h) => h.code === 'export-refused'));
+    const h3 = j3.boots[0]!.hints.find((h) => h.code === 'export-refused');
+    assert.match(h3?.text ?? '', /export `locked` refused: .*allow-list/, JSON.stringify(j3.boots[0]));
+
+    // The client list (what `netbootd status` and the page show) agrees, and the boots were counted.
+    const st = await statusGet<{ boots: Array<{ id: string; stage: string; bootMs?: number }> }>('/status');
+    const listed = (p: Pi) => st.boots.find((b) => b.id === (p.prefix === 'pxe' ? p.mac : p.serial));
+    for (const p of Object.values(PIS)) assert.equal(listed(p)?.stage, 'down', p.serial);
+    const metrics = (await topo.lab.exec(topo.server, 'curl', ['-sS', '--max-time', '5', `http://127.0.0.1:${STATUS_PORT}/metrics`])).stdout.toString();
+    assert.match(metrics, /^netbootd_boot_duration_seconds_count (\d+)$/m);
+    assert.ok(Number(/^netbootd_boot_duration_seconds_count (\d+)$/m.exec(metrics)![1]) >= Object.keys(PIS).length, metrics);
+    report(t, `journeys of ${Object.keys(PIS).length} Pis and 4 failing ones checked in ${((performance.now() - t0) / 1000).toFixed(1)} s; boot durations ${Object.values(PIS).map((p) => `${p.serial} ${listed(p)?.bootMs} ms`).join(', ')}`);
   });
 
   test('copy-on-write: the Pi 4 and the Pi 5 each rewrite cmdline.txt over NBD and get their own at the next boot', { timeout: 120_000 }, async (t) => {

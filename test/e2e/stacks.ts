@@ -2,7 +2,10 @@
  * The network the e2e VMs boot on, and the two interchangeable boot-service stacks:
  *
  *   switch ns: bridge br0 + the VMs' taps (QEMU runs here)
- *   router ns: 198.18.0.1, dnsmasq as the only address-giving DHCP server (no boot options at all)
+ *   router ns: 198.18.0.1, dnsmasq as the only address-giving DHCP server (no boot options at all), and
+ *              IPv6 router advertisements (fd00:198:18::/64, no DHCPv6) unless E2E_RA=0: iPXE (QEMU's BIOS ROM,
+ *              ipxe.efi) configures IPv4 and IPv6 together and, on a network without a router advertisement,
+ *              waits ~15 s for its router solicitations to time out before it loads anything
  *   server ns: 198.18.0.2, the boot services:
  *     'reference' — dnsmasq in proxy-DHCP mode with its TFTP server on a directory holding the files of the
  *                   image's FAT partition (extracted with mtools), plus nbd-server exporting the image file
@@ -49,25 +52,41 @@ export interface Topology {
   router: NetHost;
   server: NetHost;
   routerLog: string;
+  /** The router sends IPv6 router advertisements (see the top of this file). */
+  ipv6Ra: boolean;
   destroy(): Promise<void>;
 }
 
-/** Bridge + router (dnsmasq handing out 198.18.0.100-199, nothing else) + an empty server namespace. */
-export async function createTopology(tag: string, workDir: string): Promise<Topology> {
+export const ROUTER_ADDRESS6 = 'fd00:198:18::1';
+
+/** Whether topologies send IPv6 router advertisements: yes unless E2E_RA=0. */
+export function ipv6RaDefault(): boolean {
+  return process.env.E2E_RA !== '0';
+}
+
+/**
+ * Bridge + router (dnsmasq handing out 198.18.0.100-199, nothing else; IPv6 router advertisements unless
+ * `ipv6Ra` is false) + an empty server namespace.
+ */
+export async function createTopology(tag: string, workDir: string, opts: { ipv6Ra?: boolean } = {}): Promise<Topology> {
+  const ipv6Ra = opts.ipv6Ra ?? ipv6RaDefault();
   const lab = await NetLab.create(tag);
   try {
     const router = await lab.addHost('router', { address: `${ROUTER_ADDRESS}/${PREFIX}` });
     const server = await lab.addHost('server', { address: `${SERVER_ADDRESS}/${PREFIX}` });
     const routerLog = join(workDir, 'router-dnsmasq.log');
+    // Stateless: a prefix and no M/O flags, so iPXE's IPv6 configuration completes at the first advertisement.
+    if (ipv6Ra) await lab.exec(router, 'ip', ['addr', 'add', `${ROUTER_ADDRESS6}/64`, 'dev', 'eth0', 'nodad']);
     const p = lab.start(router, 'dnsmasq', [
       '--keep-in-foreground', '--no-daemon', '--conf-file=/dev/null', '--port=0', '--user=root',
       '--interface=eth0', '--bind-interfaces', '--dhcp-authoritative', '--no-ping', '--log-dhcp',
       '--dhcp-range=198.18.0.100,198.18.0.199,255.255.255.0,1h',
+      ...(ipv6Ra ? ['--enable-ra', '--dhcp-range=::,constructor:eth0,ra-only'] : []),
       `--dhcp-leasefile=${join(workDir, 'router.leases')}`,
     ]);
     pipeToFile(p, routerLog);
     await waitListening(lab, router, [['udp', 67]], 15_000);
-    return { lab, router, server, routerLog, destroy: () => lab.destroy() };
+    return { lab, router, server, routerLog, ipv6Ra, destroy: () => lab.destroy() };
   } catch (e) {
     await lab.destroy();
     throw e;
@@ -77,7 +96,25 @@ export async function createTopology(tag: string, workDir: string): Promise<Topo
 export interface StackHost {
   mac: string;
   firmware: Firmware;
+  /** HTTP boot (netbootd): the host's kernel / initrd / cmdline keys, for the iPXE script netbootd writes. */
+  kernel?: string;
+  initrd?: string[];
+  cmdline?: string;
+  /** netbootd `hosts.<mac>.http` (false keeps the host on TFTP when HTTP is on). */
+  http?: boolean;
 }
+
+/** netbootd's HTTP boot listener (issue 15), in the server namespace. */
+export interface StackHttp {
+  port?: number;
+  /** `http.chainIpxe`: plain PXE ROMs get iPXE by TFTP first. */
+  chainIpxe?: boolean;
+  /** `http.ipxeUefi` (default Debian's /usr/lib/ipxe/ipxe.efi). */
+  ipxeUefi?: string;
+}
+
+export const HTTP_PORT = 8080;
+export const STATUS_PORT = 9810;
 
 export interface StackOptions {
   topo: Topology;
@@ -92,6 +129,10 @@ export interface StackOptions {
   daemon?: 'tsx' | 'dist';
   /** Raspberry Pi serials (8 hex digits) that boot `image` (the Pi scenario). */
   pis?: string[];
+  /** netbootd only: serve boot files over HTTP too (`http.enabled`) and steer iPXE / UEFI HTTP clients to it. */
+  http?: StackHttp;
+  /** netbootd only: the status endpoint on 127.0.0.1:STATUS_PORT in the server namespace (off by default). */
+  status?: boolean;
 }
 
 export interface BootStack {
@@ -291,7 +332,13 @@ export function netbootdConfig(o: Omit<StackOptions, 'topo'>, stateDir: string):
   };
   const hosts: Record<string, unknown> = {};
   for (const h of o.hosts) {
-    hosts[h.mac] = { name: `e2e-${h.firmware}-${h.mac.slice(-2)}`, image: exportName, bootFile: { bios: 'pxelinux.0', uefi: 'syslinux.efi' } };
+    hosts[h.mac] = {
+      name: `e2e-${h.firmware}-${h.mac.slice(-2)}`, image: exportName, bootFile: { bios: 'pxelinux.0', uefi: 'syslinux.efi' },
+      ...(h.kernel !== undefined ? { kernel: h.kernel } : {}),
+      ...(h.initrd !== undefined ? { initrd: h.initrd } : {}),
+      ...(h.cmdline !== undefined ? { cmdline: h.cmdline } : {}),
+      ...(h.http !== undefined ? { http: h.http } : {}),
+    };
   }
   const pis: Record<string, unknown> = {};
   for (const serial of o.pis ?? []) pis[serial] = { image: exportName };
@@ -300,7 +347,8 @@ export function netbootdConfig(o: Omit<StackOptions, 'topo'>, stateDir: string):
     dhcp: { enabled: true },
     tftp: { enabled: true, port: 69 },
     nbd: { enabled: true, port: 10809 },
-    status: { enabled: false },
+    status: o.status ? { enabled: true, address: '127.0.0.1', port: STATUS_PORT } : { enabled: false },
+    ...(o.http ? { http: { enabled: true, port: o.http.port ?? HTTP_PORT, ...(o.http.chainIpxe ? { chainIpxe: true } : {}), ...(o.http.ipxeUefi ? { ipxeUefi: o.http.ipxeUefi } : {}) } } : {}),
     images,
     ...(Object.keys(pis).length ? { pis } : {}),
     ...(Object.keys(hosts).length ? { hosts } : {}),
@@ -324,9 +372,12 @@ async function startNetbootd(o: StackOptions): Promise<BootStack> {
   const log = join(dir, 'netbootd.log');
   const proc = lab.start(server, process.execPath, [...entry, 'serve', '--config', configFile], { cwd: E2E_ROOT });
   pipeToFile(proc, log);
+  const ports: [('udp' | 'tcp'), number][] = [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]];
+  if (o.http) ports.push(['tcp', o.http.port ?? HTTP_PORT]);
+  if (o.status) ports.push(['tcp', STATUS_PORT]);
   try {
     await Promise.race([
-      waitListening(lab, server, [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]], 30_000),
+      waitListening(lab, server, ports, 30_000),
       new Promise((_, reject) => proc.once('exit', (c) => reject(new Error(`netbootd serve exited ${c}`)))),
     ]);
   } catch (e) {

@@ -31,12 +31,21 @@ export interface VmOptions {
    * at once too.
    */
   until?: RegExp;
+  /**
+   * UEFI only: switch OVMF's PXE boot options off (fw_cfg opt/org.tianocore/IPv4PXESupport and
+   * IPv6PXESupport = no), so that its first network boot option is UEFI HTTP boot over IPv4 (HttpBootDxe).
+   * By default OVMF tries PXEv4, PXEv6, then HTTPv4, about a minute each when nothing answers.
+   */
+  uefiHttp?: boolean;
 }
 
 export interface BootPhases {
   /** First byte on the serial console (firmware alive). */
   firstOutput?: number;
-  /** The boot loader's banner (PXELINUX / SYSLINUX): DHCP done, first TFTP file loaded and running. */
+  /**
+   * The boot loader's banner (PXELINUX / SYSLINUX, or iPXE on UEFI, where OVMF copies the EFI console to the
+   * serial port): DHCP done, first file loaded and running. QEMU's BIOS iPXE ROM prints nothing on serial.
+   */
   loader?: number;
   /** "Linux version": the kernel and initrd arrived over TFTP and the kernel started. */
   kernel?: number;
@@ -87,6 +96,9 @@ export function qemuArgs(o: VmOptions): string[] {
     args.push('-device', `e1000,netdev=n0,mac=${o.mac}`);
   } else {
     args.push('-bios', OVMF, '-device', `virtio-net-pci,netdev=n0,mac=${o.mac},romfile=`);
+    if (o.uefiHttp) {
+      args.push('-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=no', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=no');
+    }
   }
   return args;
 }
@@ -113,8 +125,13 @@ export function bootVm(o: VmOptions): Promise<BootReport> {
     lines.push(line);
     if (lines.length > 60) lines.shift();
     // PXELINUX prints its banner on the serial port; syslinux.efi prints "My IP is" once it runs.
-    if (phases.loader === undefined && /(PXE|SYS)LINUX \d|My IP is \d/.test(line)) phases.loader = since();
+    if (phases.loader === undefined && /(PXE|SYS)LINUX \d|My IP is \d|iPXE initialising devices/.test(line)) phases.loader = since();
     if (phases.kernel === undefined && /Linux version \d/.test(line)) phases.kernel = since();
+    // A crash in the firmware or the EFI stub (e.g. a kernel corrupted in transit) hangs the VM: stop it now.
+    if (failure === undefined && /^!!!! X64 Exception/.test(line.trim())) {
+      failure = `firmware: ${line.trim().slice(0, 160)}`;
+      void proc.stop();
+    }
     if (o.until && phases.done === undefined && o.until.test(line)) {
       phases.done = since();
       void proc.stop();

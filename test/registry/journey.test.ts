@@ -90,8 +90,11 @@ test('unknown clients carry the exact add command; serving them clears it', () =
   assert.deepEqual(unknown.map((u) => u.unknown!.fix).sort(), ['netbootd add-host 52:54:00:aa:bb:cc --image pios', 'netbootd add-pi deadbeef --image pios']);
   assert.equal(j.get('deadbeef')!.boots[0]!.hints[0]!.code, 'serial-not-configured');
   assert.equal(j.get('52:54:00:aa:bb:cc')!.boots[0]!.hints[0]!.code, 'host-not-configured');
+  assert.equal(j.get('deadbeef', 1)!.stage, 'refused', 'given nothing, with a reason: refused, not "dhcp"');
+  assert.equal(j.get('52:54:00:aa:bb:cc', 1)!.stage, 'refused');
   j.file({ ip: IP, serial: 'deadbeef' }, { via: 'tftp', path: 'deadbeef/start4.elf', outcome: 'complete', bytes: 1, ms: 1 }, 1000);
   assert.equal(j.get('deadbeef')!.unknown, undefined);
+  assert.notEqual(j.get('deadbeef', 1001)!.stage, 'refused', 'once served, its real stage');
 });
 
 test('missing essential files give hints (start4.elf: the Pi 5-only image); optional probes do not', () => {
@@ -186,4 +189,41 @@ test('file stages and shown stages', () => {
   assert.equal(shownStage(boot, 5, 10), 'loader');
   assert.equal(shownStage(boot, 10, 10), 'stalled-at-loader');
   assert.equal(shownStage({ ...boot, stage: 'up' }, 1e9, 10), 'up');
+});
+
+test('the kernel command line a client was served: a refusal noted before it was read is rewritten with what its nbdroot= names; a stall quotes it', () => {
+  const j = new Journey({ stalledAfterMs: 60_000 });
+  const who = { ip: IP, serial: SERIAL };
+  const t0 = 2_000_000;
+  j.file(who, { via: 'tftp', path: `${SERIAL}/cmdline.txt`, outcome: 'complete', bytes: 100, ms: 2 }, t0);
+  // The NBD refusal arrives before the daemon has read the file back: the generic hint first...
+  j.refused(who, { export: 'other', reason: 'unknown', message: 'no such export', exports: ['pios'] }, t0 + 50);
+  assert.match(j.get(SERIAL)!.boots[0]!.hints[0]!.text, /its cmdline\.txt \(nbdroot=\) names another export, port or server$/);
+  // ...then what the file says, in its place (one hint, not two).
+  j.cmdline(who, { path: `${SERIAL}/cmdline.txt`, nbdroot: '198.18.0.2/other', problem: 'export `other` is not one this server exports (pios)', exports: ['pios'] });
+  const hints = j.get(SERIAL)!.boots[0]!.hints;
+  assert.deepEqual(hints.map((h) => h.code), ['cmdline-export']);
+  assert.equal(hints[0]!.text, 'asked for NBD export `other`, which is not configured (this server exports: pios): the 1234abcd/cmdline.txt it was served says nbdroot=198.18.0.2/other: export `other` is not one this server exports (pios)');
+
+  // Another client loaded its kernel and a command line naming another server, then never came: the stall says so.
+  const pc = { ip: '198.18.0.11', mac: '52:54:00:00:00:01' };
+  j.file(pc, { via: 'tftp', path: 'vmlinuz', outcome: 'complete', bytes: 1000, ms: 10 }, t0);
+  j.file(pc, { via: 'tftp', path: 'pxelinux.cfg/default', outcome: 'complete', bytes: 100, ms: 1 }, t0 + 10);
+  j.cmdline(pc, { path: 'pxelinux.cfg/default', nbdroot: '10.0.0.9/pios', problem: 'it names server 10.0.0.9, not this server (198.18.0.2)' });
+  j.tick(t0 + 70_000);
+  const stalled = j.get(pc.mac, t0 + 70_000)!;
+  assert.equal(stalled.stage, 'stalled-at-kernel');
+  assert.deepEqual(stalled.boots[0]!.hints.map((h) => h.text), ['loaded its kernel, then never connected to NBD (60 s): the pxelinux.cfg/default it was served says nbdroot=10.0.0.9/pios: it names server 10.0.0.9, not this server (198.18.0.2)']);
+});
+
+test('DHCP host name (option 12): kept per client, clipped, control characters replaced; it survives a save and load', () => {
+  const j = new Journey();
+  j.dhcp({ mac: '52:54:00:00:00:02' }, { answered: true, reason: 'hosts', hostname: `<script>x</script>\u0007${'h'.repeat(100)}` }, 1000);
+  const c = j.get('52:54:00:00:00:02')!;
+  assert.equal(c.hostname!.length, 64);
+  assert.ok(c.hostname!.startsWith('<script>x</script>?hhh'), c.hostname);
+  assert.equal(j.summaries()[0]!.hostname, c.hostname);
+  const again = new Journey();
+  again.load(JSON.parse(JSON.stringify(j.toJSON())));
+  assert.equal(again.get('52:54:00:00:00:02')!.hostname, c.hostname);
 });

@@ -104,13 +104,18 @@ pis:
   const pc = piDhcpPacket({ mac: '52:54:00:12:34:56', serial: '00000000' }, 0x99, 1);
   const vc = Buffer.from(`PXEClient:Arch:00000:${hostile}`, 'latin1');
   const cut = pc.length - (2 + 'PXEClient:Arch:00000:UNDI:002001'.length + 1);
-  await udp(dhcpPort, Buffer.concat([pc.subarray(0, cut), Buffer.from([60, vc.length]), vc, Buffer.from([255])]));
+  // ...and a hostile DHCP host name (option 12) too.
+  const hostname = '<script>window.__pwned=3</script>';
+  const hn = Buffer.from(hostname, 'latin1');
+  await udp(dhcpPort, Buffer.concat([pc.subarray(0, cut), Buffer.from([60, vc.length]), vc, Buffer.from([12, hn.length]), hn, Buffer.from([255])]));
   await page.locator('#unknown .unknown[data-client="52:54:00:12:34:56"] code.fix', { hasText: 'netbootd add-host 52:54:00:12:34:56 --image' }).waitFor();
   await udp(d.tftpPort, rrq(`${hostile}.img`), '127.0.0.6');
   await row('127.0.0.6').waitFor();
   assert.ok((await row('127.0.0.6').innerText()).includes(hostile), 'the hostile path is shown as text');
   await row('52:54:00:12:34:56').click();
   await page.locator('#journey .vc', { hasText: hostile }).waitFor();
+  await page.locator('#journey .hn', { hasText: hostname }).waitFor();
+  assert.ok((await row('52:54:00:12:34:56').innerText()).includes(hostname), 'the hostile host name is shown as text in the client list');
   assert.equal(await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned), undefined, 'no client string ran as code');
   assert.equal(await page.locator('main img, main script').count(), 0, 'no client string became an element');
   await page.screenshot({ path: join(ARTIFACTS, '3-unknown-refused-hostile.png'), fullPage: true });
