@@ -1,46 +1,15 @@
 /** `netbootd status` views of the boot journeys: the client list with stages, one client's story, and --follow. */
 import { columns } from './common.js';
+import type { Boot, ClientJourney, ClientSummary } from '../registry/journey.js';
 
-export interface BootSummary {
-  id: string;
-  ip?: string;
-  mac?: string;
-  serial?: string;
-  model?: string;
-  name?: string;
-  stage: string;
-  lastBoot?: string;
-  bootMs?: number;
-  hints: Array<{ code: string; text: string; fix?: string }>;
-  unknown?: { reason: string; fix?: string };
-  last?: string;
-}
+/** A client's row as /status sends it (the registry's summary, JSON-typed). */
+export type BootSummary = Pick<ClientSummary, 'id' | 'ip' | 'mac' | 'serial' | 'model' | 'name' | 'stage' | 'lastBoot' | 'bootMs' | 'hints' | 'unknown' | 'last'>;
 
-export interface JourneyJson {
-  id: string;
-  ip?: string;
-  mac?: string;
-  serial?: string;
-  model?: string;
-  name?: string;
-  firmware?: string;
-  vendorClass?: string;
-  hostname?: string;
+/** One client's journey as /journey sends it (what `Journey.get` returns, dates and all as JSON). */
+export type JourneyJson = Pick<ClientJourney, 'id' | 'ip' | 'mac' | 'serial' | 'model' | 'name' | 'firmware' | 'vendorClass' | 'hostname' | 'unknown'> & {
   stage: string;
-  unknown?: { reason: string; fix?: string };
-  boots: Array<{
-    start: number;
-    shown: string;
-    durationMs?: number;
-    attached: number;
-    bytesRead: number;
-    bytesWritten: number;
-    dropped: number;
-    hints: Array<{ text: string; fix?: string }>;
-    events: Array<{ t: number }>;
-    lines: string[];
-  }>;
-}
+  boots: Array<Pick<Boot, 'start' | 'durationMs' | 'attached' | 'bytesRead' | 'bytesWritten' | 'dropped' | 'hints'> & { shown: string; events: Array<{ t: number }>; lines: string[] }>;
+};
 
 const when = (iso: string | undefined): string => iso?.replace('T', ' ').slice(0, 19) ?? '-';
 

@@ -102,7 +102,8 @@ export interface CmdlineSeen {
   problem?: string;
 }
 
-export interface ClientJourney {
+/** Who a client is, as the journey knows it (the story and its summary both carry it). */
+interface ClientNames {
   /** serial, else MAC, else address: what the CLI and the page name it by. */
   id: string;
   ip?: string;
@@ -111,9 +112,12 @@ export interface ClientJourney {
   model?: string;
   name?: string;
   firmware?: string;
-  vendorClass?: string;
   /** DHCP option 12 as the client sent it last (client-controlled: clipped, shown as text only). */
   hostname?: string;
+}
+
+export interface ClientJourney extends ClientNames {
+  vendorClass?: string;
   lastActivity: number;
   /** Set while the config does not serve it, with the command that would. */
   unknown?: { reason: string; fix?: string };
@@ -215,15 +219,7 @@ export function shownStage(boot: Boot, now: number, stalledAfterMs: number): str
   return now - boot.lastActivity >= stalledAfterMs ? `stalled-at-${boot.stage}` : boot.stage;
 }
 
-export interface ClientSummary {
-  id: string;
-  ip?: string;
-  mac?: string;
-  serial?: string;
-  model?: string;
-  name?: string;
-  firmware?: string;
-  hostname?: string;
+export interface ClientSummary extends ClientNames {
   stage: string;
   lastBoot?: string;
   lastActivity: string;

@@ -10,27 +10,16 @@
  */
 import { describe, test, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { copyImage, daemonAvailable, DAEMON_MISSING, appendLine, type Artifacts } from './artifacts.js';
-import { readExt4File, readFatFile, parseBootResult, readCowClients, type ParsedResult } from './image.js';
-import { createTopology, startStack, selectedStacks, STACK_TITLES, EXPORT_NAME, SERVER_ADDRESS, STATUS_PORT, tailOf, type StackName, type Topology, type BootStack } from './stacks.js';
-import { addTap, bootVm, formatBoot, type BootReport, type Firmware } from './vm.js';
-import { BOOT_TIMEOUT_MS, e2eReady, sharedArtifacts, report } from './setup.js';
+import { copyImage, daemonAvailable, DAEMON_MISSING, appendLine } from './artifacts.js';
+import { checkBootResult, readExt4File, readFatFile, parseBootResult, readCowClients, type ParsedResult } from './image.js';
+import { startStack, selectedStacks, STACK_TITLES, EXPORT_NAME, SERVER_ADDRESS, STATUS_PORT, tailOf, type StackName, type Topology, type BootStack } from './stacks.js';
+import { bootVm, formatBoot, type BootReport, type Firmware } from './vm.js';
+import { BOOT_TIMEOUT_MS, e2eReady, e2eWorkspace, report } from './setup.js';
 
 const STACKS: StackName[] = selectedStacks();
 
-function checkResult(r: ParsedResult | null, want: { mac: string; marker: string; started: number }, label: string): ParsedResult {
-  assert.ok(r, `${label}: /boot-result missing from the root partition`);
-  assert.equal(r.mac, want.mac, `${label}: written by another client`);
-  assert.equal(r.marker, want.marker, `${label}: marker`);
-  assert.match(r.cmdline, /nbdroot=198\.18\.0\.2\/e2e\b/, `${label}: kernel command line`);
-  assert.match(r.address, /^198\.18\.0\.1\d\d\/24$/, `${label}: address must come from the router's range`);
-  const when = Date.parse(r.date);
-  assert.ok(Number.isFinite(when) && Math.abs(when - want.started) < 30 * 60_000, `${label}: date ${r.date} is not this boot's`);
-  return r;
-}
 
 interface JourneyView {
   id: string; mac?: string; name?: string; stage: string;
@@ -83,27 +72,12 @@ for (const stackName of STACKS) {
   const skip = stackName === 'netbootd' && !daemonAvailable() ? DAEMON_MISSING : false;
 
   describe(`e2e PC boots through the ${STACK_TITLES[stackName]}`, { skip }, () => {
-    let workDir: string | undefined;
-    const work = (): string => (workDir ??= mkdtempSync(join(tmpdir(), `netbootd-e2e-${stackName}-`)));
-    let topo: Topology | undefined;
-    let taps = 0;
-    after(async () => {
-      await topo?.destroy();
-      if (!workDir) return;
-      if (process.env.E2E_KEEP) console.log(`[e2e] kept ${workDir} (E2E_KEEP)`);
-      else rmSync(workDir, { recursive: true, force: true });
-    });
-
-    async function setup(name: string): Promise<{ art: Artifacts; topo: Topology; dir: string }> {
-      const art = await sharedArtifacts();
-      topo ??= await createTopology(`e2e${stackName[0]}`, work());
-      const dir = join(work(), name);
-      mkdirSync(dir, { recursive: true });
-      return { art, topo, dir };
-    }
+    const ws = e2eWorkspace(`netbootd-e2e-${stackName}-`, `e2e${stackName[0]}`);
+    after(() => ws.destroy());
+    const setup = ws.setup;
 
     async function boot(t: TestContext, topo: Topology, firmware: Firmware, mac: string, label: string, dir: string): Promise<BootReport> {
-      const tap = await addTap(topo.lab, `tap${taps++}`);
+      const tap = await ws.tap(topo);
       const r = await bootVm({ lab: topo.lab, tap, firmware, mac, timeoutMs: BOOT_TIMEOUT_MS, serialLog: join(dir, `${label.replace(/\W+/g, '-')}.console.log`) });
       report(t, formatBoot(`${stackName} ${label}`, r));
       return r;
@@ -122,7 +96,7 @@ for (const stackName of STACKS) {
         const r1 = await boot(t, topo, 'bios', mac, 'BIOS boot 1', dir);
         assertBooted(r1, 'BIOS boot 1', stack);
         if (stackName === 'netbootd') await assertJourney(t, topo, mac, 1, 'BIOS boot 1', stack);
-        const res1 = checkResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'BIOS boot 1');
+        const res1 = checkBootResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'BIOS boot 1');
         assert.match(res1.cmdline, /\be2e\.rewrite=1\b/);
         // The client changed its boot configuration on the FAT partition, over NBD.
         const cfg = (await readFatFile(image, 1, 'pxelinux.cfg/default'))?.toString() ?? '';
@@ -139,7 +113,7 @@ for (const stackName of STACKS) {
         // Boot 2, same daemon, no restart: TFTP must serve the bytes the client wrote over NBD.
         const r2 = await boot(t, topo, 'bios', mac, 'BIOS boot 2', dir);
         assertBooted(r2, 'BIOS boot 2', stack);
-        const res2 = checkResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'BIOS boot 2');
+        const res2 = checkBootResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'BIOS boot 2');
         assert.match(res2.cmdline, /\be2e\.second=1\b/, `boot 2 came up with the stale command line: ${res2.cmdline}`);
         assert.doesNotMatch(res2.cmdline, /\be2e\.rewrite=1\b/);
         const log = (await readExt4File(image, 2, '/boot-log', dir)) ?? '';
@@ -159,7 +133,7 @@ for (const stackName of STACKS) {
         const r = await boot(t, topo, 'uefi', mac, 'UEFI boot', dir);
         assertBooted(r, 'UEFI boot', stack);
         if (stackName === 'netbootd') await assertJourney(t, topo, mac, 1, 'UEFI boot', stack);
-        checkResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'UEFI boot');
+        checkBootResult(parseBootResultOrNull(await readExt4File(image, 2, '/boot-result', dir)), { mac, marker: art.marker, started }, 'UEFI boot');
         const cfg = (await readFatFile(image, 1, 'pxelinux.cfg/default'))?.toString() ?? '';
         assert.match(appendLine(cfg), /\be2e\.second=1\b/);
       });
@@ -186,7 +160,7 @@ for (const stackName of STACKS) {
         for (const [client, text] of views) {
           assert.ok(text, `overlay of ${client} has no /boot-log`);
           assert.equal(text.match(/^cmdline:/gm)?.length, 1, `overlay of ${client} holds another client's boot`);
-          const r = checkResult(parseBootResult(text), { mac: parseBootResult(text).mac, marker: art.marker, started }, client);
+          const r = checkBootResult(parseBootResult(text), { mac: parseBootResult(text).mac, marker: art.marker, started }, client);
           assert.ok(macs.includes(r.mac), `overlay of ${client}: unknown MAC ${r.mac}`);
           seen.add(r.mac);
         }

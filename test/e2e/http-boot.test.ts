@@ -18,14 +18,13 @@
  */
 import { describe, test, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { copyImage, daemonAvailable, DAEMON_MISSING, appendLine, type Artifacts } from './artifacts.js';
-import { readExt4File, readFatFile, parseBootResult, readCowClients, type ParsedResult } from './image.js';
-import { createTopology, startStack, EXPORT_NAME, SERVER_ADDRESS, STATUS_PORT, HTTP_PORT, tailOf, type Topology, type BootStack, type StackOptions } from './stacks.js';
-import { addTap, bootVm, formatBoot, type BootReport, type Firmware } from './vm.js';
-import { BOOT_TIMEOUT_MS, e2eReady, sharedArtifacts, report } from './setup.js';
+import { copyImage, daemonAvailable, DAEMON_MISSING, appendLine } from './artifacts.js';
+import { checkBootResult, readExt4File, readFatFile, parseBootResult, readCowClients, type ParsedResult } from './image.js';
+import { startStack, EXPORT_NAME, SERVER_ADDRESS, STATUS_PORT, HTTP_PORT, tailOf, type Topology, type BootStack, type StackOptions } from './stacks.js';
+import { bootVm, formatBoot, type BootReport, type Firmware } from './vm.js';
+import { BOOT_TIMEOUT_MS, e2eReady, e2eWorkspace, report } from './setup.js';
 import { IN_CI } from '../helpers/tools.js';
 
 /** Debian's ipxe package: the ipxe.efi netbootd serves by default (http.ipxeUefi). */
@@ -102,14 +101,6 @@ function parseResult(text: string | null, label: string): ParsedResult & { initr
   return { ...r, initrdMarker: /^initrd-marker: (.*)$/m.exec(text)?.[1]?.trim() ?? '' };
 }
 
-function checkResult(r: ParsedResult, want: { mac: string; marker: string; started: number }, label: string): void {
-  assert.equal(r.mac, want.mac, `${label}: written by another client`);
-  assert.equal(r.marker, want.marker, `${label}: marker`);
-  assert.match(r.cmdline, /nbdroot=198\.18\.0\.2\/e2e\b/, `${label}: kernel command line`);
-  assert.match(r.address, /^198\.18\.0\.1\d\d\/24$/, `${label}: address must come from the router's range`);
-  const when = Date.parse(r.date);
-  assert.ok(Number.isFinite(when) && Math.abs(when - want.started) < 30 * 60_000, `${label}: date ${r.date} is not this boot's`);
-}
 
 function assertBooted(r: BootReport, label: string, stack: BootStack): void {
   assert.ok(r.ok, `${label}: ${r.error}\n--- console ---\n${r.tail}\n--- ${stack.logs[0]} ---\n${stack.logs.map((l) => tailOf(l, 40)).join('\n')}`);
@@ -121,24 +112,9 @@ function configCmdline(extra: string): string {
 }
 
 describe('e2e HTTP boot through netbootd serve (iPXE, UEFI HTTP boot, copy-on-write)', { skip: daemonAvailable() ? false : DAEMON_MISSING }, () => {
-  let workDir: string | undefined;
-  const work = (): string => (workDir ??= mkdtempSync(join(tmpdir(), 'netbootd-e2e-http-')));
-  let topo: Topology | undefined;
-  let taps = 0;
-  after(async () => {
-    await topo?.destroy();
-    if (!workDir) return;
-    if (process.env.E2E_KEEP) console.log(`[e2e] kept ${workDir} (E2E_KEEP)`);
-    else rmSync(workDir, { recursive: true, force: true });
-  });
-
-  async function setup(name: string): Promise<{ art: Artifacts; topo: Topology; dir: string }> {
-    const art = await sharedArtifacts();
-    topo ??= await createTopology('e2eh', work());
-    const dir = join(work(), name);
-    mkdirSync(dir, { recursive: true });
-    return { art, topo, dir };
-  }
+  const ws = e2eWorkspace('netbootd-e2e-http-', 'e2eh');
+  after(() => ws.destroy());
+  const setup = ws.setup;
 
   async function start(t: TestContext, o: StackOptions): Promise<BootStack> {
     const stack = await startStack('netbootd', o);
@@ -147,7 +123,7 @@ describe('e2e HTTP boot through netbootd serve (iPXE, UEFI HTTP boot, copy-on-wr
   }
 
   async function boot(t: TestContext, topo: Topology, firmware: Firmware, mac: string, label: string, dir: string, uefiHttp = false): Promise<BootReport> {
-    const tap = await addTap(topo.lab, `tap${taps++}`);
+    const tap = await ws.tap(topo);
     const r = await bootVm({
       lab: topo.lab, tap, firmware, mac, uefiHttp, timeoutMs: BOOT_TIMEOUT_MS,
       serialLog: join(dir, `${label.replace(/\W+/g, '-')}.console.log`),
@@ -190,7 +166,7 @@ describe('e2e HTTP boot through netbootd serve (iPXE, UEFI HTTP boot, copy-on-wr
       const r = await boot(t, topo, 'bios', mac, 'BIOS iPXE', dir);
       assertBooted(r, 'BIOS iPXE', stack);
       const res = parseResult(await readExt4File(image, 2, '/boot-result', dir), 'BIOS iPXE');
-      checkResult(res, { mac, marker: art.marker, started }, 'BIOS iPXE');
+      checkBootResult(res, { mac, marker: art.marker, started }, 'BIOS iPXE');
       // The command line is the config's, not the image's pxelinux.cfg APPEND (which has e2e.rewrite=1).
       assert.match(res.cmdline, /\be2e\.via=http-config\b/, `not booted from the config's script: ${res.cmdline}`);
       assert.doesNotMatch(res.cmdline, /\be2e\.rewrite=1\b/);
@@ -222,7 +198,7 @@ describe('e2e HTTP boot through netbootd serve (iPXE, UEFI HTTP boot, copy-on-wr
       const r = await boot(t, topo, 'uefi', mac, 'UEFI HTTP boot', dir, true);
       assertBooted(r, 'UEFI HTTP boot', stack);
       const res = parseResult(await readExt4File(image, 2, '/boot-result', dir), 'UEFI HTTP boot');
-      checkResult(res, { mac, marker: art.marker, started }, 'UEFI HTTP boot');
+      checkBootResult(res, { mac, marker: art.marker, started }, 'UEFI HTTP boot');
       // The script came from pxelinux.cfg/default (its APPEND, plus initrd= for the EFI stub).
       assert.match(res.cmdline, /\be2e\.rewrite=1\b/, `not the pxelinux.cfg command line: ${res.cmdline}`);
       assert.match(res.cmdline, /\binitrd=initrd\.img\b/);
@@ -257,7 +233,7 @@ describe('e2e HTTP boot through netbootd serve (iPXE, UEFI HTTP boot, copy-on-wr
       const r = await boot(t, topo, 'uefi', mac, 'UEFI PXE chain', dir);
       assertBooted(r, 'UEFI PXE chain', stack);
       const res = parseResult(await readExt4File(image, 2, '/boot-result', dir), 'UEFI PXE chain');
-      checkResult(res, { mac, marker: art.marker, started }, 'UEFI PXE chain');
+      checkBootResult(res, { mac, marker: art.marker, started }, 'UEFI PXE chain');
 
       const lines = await finalLog(stack);
       const offers = lines.filter((l) => l.msg === 'proxy DHCP offer' && l.mac === mac);
@@ -300,7 +276,7 @@ describe('e2e HTTP boot through netbootd serve (iPXE, UEFI HTTP boot, copy-on-wr
       const views = await readCowClients(image, stack.stateDir!, EXPORT_NAME, 2, '/boot-result', dir);
       assert.equal(views.size, 1, `overlays: ${[...views.keys()].join(', ')}`);
       const res = parseResult([...views.values()][0]!, 'cow boot 2');
-      checkResult(res, { mac, marker: art.marker, started }, 'cow boot 2');
+      checkBootResult(res, { mac, marker: art.marker, started }, 'cow boot 2');
       assert.equal(res.initrdMarker, 'appended over NBD by boot 1', 'boot 2 did not load the initrd it wrote over NBD');
 
       const lines = await finalLog(stack);

@@ -3,8 +3,9 @@
  * ext4 files by `debugfs` on the partition's bytes (copied out with dd), FAT files by mtools (`@@offset`).
  * A copy-on-write client's view is assembled with netbootd's own CowBlockDevice over the base image.
  */
-import { closeSync, openSync, readdirSync, writeSync, existsSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync, writeSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import assert from 'node:assert/strict';
 import { run } from '../helpers/tools.js';
 import { FileBlockDevice, readAt } from '../../src/disk/blockdev.js';
 import { CowBlockDevice } from '../../src/disk/cow.js';
@@ -145,4 +146,28 @@ export async function readCowClients(
     await base.close();
   }
   return out;
+}
+
+/** The checks every e2e boot's /boot-result passes: this VM wrote it, this boot, from its NBD root. */
+export function checkBootResult<R extends ParsedResult>(r: R | null, want: { mac: string; marker: string; started: number }, label: string): R {
+  assert.ok(r, `${label}: /boot-result missing from the root partition`);
+  assert.equal(r.mac, want.mac, `${label}: written by another client`);
+  assert.equal(r.marker, want.marker, `${label}: marker`);
+  assert.match(r.cmdline, /nbdroot=198\.18\.0\.2\/e2e\b/, `${label}: kernel command line`);
+  assert.match(r.address, /^198\.18\.0\.1\d\d\/24$/, `${label}: address must come from the router's range`);
+  const when = Date.parse(r.date);
+  assert.ok(Number.isFinite(when) && Math.abs(when - want.started) < 30 * 60_000, `${label}: date ${r.date} is not this boot's`);
+  return r;
+}
+
+/** `len` bytes of a file at `pos`. */
+export function readRange(file: string, pos: number, len: number): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(len);
+    readSync(fd, b, 0, len, pos);
+    return b;
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -42,6 +42,8 @@ import { createTopology, waitListening, SERVER_ADDRESS, STATUS_PORT, tailOf, typ
 import { buildPiOsImage, PI_OS_LAYOUT } from '../helpers/piimage.js';
 import type { PiJob, PiReport } from './pi-client.js';
 import { report } from './setup.js';
+import { runPiClient } from './pi-run.js';
+import { readRange } from './image.js';
 
 const MiB = 1024 * 1024;
 const EXPORT = 'pis';
@@ -207,16 +209,6 @@ async function buildImage(dir: string): Promise<Built> {
   return { image, files, bigSha, cmdlineAt };
 }
 
-function readRange(file: string, pos: number, len: number): Buffer {
-  const fd = openSync(file, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    readSync(fd, b, 0, len, pos);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** The ranges each Pi reads over NBD: MBR, the FAT boot sector, the root ext4 superblock. */
@@ -241,19 +233,8 @@ describe('e2e Raspberry Pi bootloader replays (issue 16) against netbootd serve'
   });
 
   const runClient = async (t: { diagnostic(s: string): void }, name: string, host: NetHost, job: Omit<PiJob, 'ifname' | 'outDir'>): Promise<{ r: PiReport; out: string }> => {
-    const out = join(work!, 'out', `${name}-${Date.now()}`);
-    const full: PiJob = { ...job, ifname: 'eth0', outDir: out };
-    const t0 = performance.now();
-    const res = await topo!.lab.exec(host, process.execPath, ['--import', 'tsx', join(E2E_ROOT, 'test/e2e/pi-client.ts'), JSON.stringify(full)],
-      { cwd: E2E_ROOT, timeoutMs: 90_000, allowFail: true });
-    const line = res.stdout.toString().trim().split('\n').pop() ?? '';
-    let r: PiReport;
-    try {
-      r = JSON.parse(line) as PiReport;
-    } catch {
-      throw new Error(`${name}: pi-client printed ${line.slice(0, 300)}; stderr ${res.stderr.slice(0, 1000)}`);
-    }
-    report(t as never, `${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s, ${Object.keys(r.files).length} TFTP requests`);
+    const { r, out, ms } = await runPiClient(topo!.lab, host, name, job, join(work!, 'out', `${name}-${Date.now()}`), 90_000);
+    report(t as never, `${name}: ${(ms / 1000).toFixed(1)} s, ${Object.keys(r.files).length} TFTP requests`);
     return { r, out };
   };
 

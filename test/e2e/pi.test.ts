@@ -11,15 +11,16 @@
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, openSync, readSync, closeSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliCommand, run } from '../helpers/tools.js';
 import { E2E_ROOT, SCRIPTS, daemonAvailable, DAEMON_MISSING } from './artifacts.js';
-import { fatFiles, partitionsOf } from './image.js';
+import { fatFiles, partitionsOf, readRange } from './image.js';
 import { createTopology, startStack, selectedStacks, STACK_TITLES, SERVER_ADDRESS, tailOf, type StackName, type Topology } from './stacks.js';
 import type { PiJob, PiReport } from './pi-client.js';
 import { e2eReady, report } from './setup.js';
+import { runPiClient } from './pi-run.js';
 
 const STACKS: StackName[] = selectedStacks();
 const PI_EXPORT = 'pi';
@@ -31,16 +32,6 @@ const PI4_FILES = ['config.txt', 'fixup4.dat', 'cmdline.txt', 'kernel8.img', 'in
   'overlays/vc4-kms-v3d-pi4.dtbo', 'overlays/disable-bt.dtbo'];
 const PI5_FILES = ['cmdline.txt', 'kernel_2712.img', 'initrd.img', 'bcm2712-rpi-5-b.dtb', 'overlays/disable-bt.dtbo'];
 
-function readRange(file: string, pos: number, len: number): Buffer {
-  const fd = openSync(file, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    readSync(fd, b, 0, len, pos);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 for (const stackName of STACKS) {
   const skip = stackName === 'netbootd' && !daemonAvailable() ? DAEMON_MISSING : false;
@@ -84,19 +75,8 @@ for (const stackName of STACKS) {
         t.after(() => stack.stop());
 
         const runPi = async (host: typeof pi4, job: Omit<PiJob, 'ifname' | 'outDir'>, name: string): Promise<{ r: PiReport; out: string }> => {
-          const out = join(dir, name);
-          const full: PiJob = { ...job, ifname: 'eth0', outDir: out };
-          const t0 = performance.now();
-          const res = await topo!.lab.exec(host, process.execPath, ['--import', 'tsx', join(E2E_ROOT, 'test/e2e/pi-client.ts'), JSON.stringify(full)],
-            { cwd: E2E_ROOT, timeoutMs: 180_000, allowFail: true });
-          const line = res.stdout.toString().trim().split('\n').pop() ?? '';
-          let r: PiReport;
-          try {
-            r = JSON.parse(line) as PiReport;
-          } catch {
-            throw new Error(`${name}: pi-client printed ${line.slice(0, 300)}; stderr ${res.stderr.slice(0, 1000)}`);
-          }
-          report(t, `${stackName} ${name}: scripted boot in ${((performance.now() - t0) / 1000).toFixed(1)} s` +
+          const { r, out, ms } = await runPiClient(topo!.lab, host, name, job, join(dir, name), 180_000);
+          report(t, `${stackName} ${name}: scripted boot in ${(ms / 1000).toFixed(1)} s` +
             ` (${Object.keys(r.files).length} files, ${Object.values(r.files).reduce((n, f) => n + ('size' in f ? f.size : 0), 0)} bytes)`);
           assert.equal(r.error, undefined, `${name}: ${r.error}\n--- ${stack.logs[0]} ---\n${tailOf(stack.logs[0]!)}`);
           return { r, out };

@@ -3,13 +3,14 @@
  * `haveTools`, skipping elsewhere) and the build artifacts, made once per test process.
  */
 import type { TestContext } from 'node:test';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { haveTools, IN_CI } from '../helpers/tools.js';
 import { NetLab } from '../helpers/netns.js';
 import { E2E_TOOLS, buildArtifacts, missingFiles, type Artifacts } from './artifacts.js';
-import { EXPORT_NAME, SERVER_ADDRESS } from './stacks.js';
+import { createTopology, EXPORT_NAME, SERVER_ADDRESS, type Topology } from './stacks.js';
+import { addTap } from './vm.js';
 
 /** Per-boot limit (TCG on 2 shared cores boots in ~50 s; generous but bounded). */
 export const BOOT_TIMEOUT_MS = Number(process.env.E2E_BOOT_TIMEOUT_MS ?? 240_000);
@@ -51,4 +52,35 @@ export function sharedArtifacts(): Promise<Artifacts> {
 export function report(t: TestContext, line: string): void {
   console.log(`[e2e] ${line}`);
   t.diagnostic(line);
+}
+
+/**
+ * A describe block's VM workspace: one temporary folder (kept with E2E_KEEP), one namespace topology made on
+ * first use, numbered taps; `destroy` (in `after`) tears the topology down and removes the folder.
+ */
+export function e2eWorkspace(prefix: string, topologyTag: string): {
+  setup(name: string): Promise<{ art: Artifacts; topo: Topology; dir: string }>;
+  tap(topo: Topology): Promise<string>;
+  destroy(): Promise<void>;
+} {
+  let workDir: string | undefined;
+  let topo: Topology | undefined;
+  let taps = 0;
+  const work = (): string => (workDir ??= mkdtempSync(join(tmpdir(), prefix)));
+  return {
+    async setup(name) {
+      const art = await sharedArtifacts();
+      topo ??= await createTopology(topologyTag, work());
+      const dir = join(work(), name);
+      mkdirSync(dir, { recursive: true });
+      return { art, topo, dir };
+    },
+    tap: (t) => addTap(t.lab, `tap${taps++}`),
+    async destroy() {
+      await topo?.destroy();
+      if (!workDir) return;
+      if (process.env.E2E_KEEP) console.log(`[e2e] kept ${workDir} (E2E_KEEP)`);
+      else rmSync(workDir, { recursive: true, force: true });
+    },
+  };
 }
