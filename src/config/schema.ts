@@ -140,7 +140,7 @@ export const configSchema = s.object(
         address: s.string({ default: '0.0.0.0', check: checkIPv4, description: 'Address to listen on' }),
         maxBlksize: s.integer({ minimum: 8, maximum: 65464, default: 1468, description: 'Largest blksize (RFC 2348) granted' }),
         maxWindowsize: s.integer({ minimum: 1, maximum: 65535, default: 64, description: 'Largest windowsize (RFC 7440) granted' }),
-        maxTransfers: s.integer({ minimum: 1, maximum: 100000, default: 256, description: 'Concurrent transfers, all clients' }),
+        maxTransfers: s.integer({ minimum: 1, maximum: 100000, default: 1024, description: 'Concurrent transfers, all clients (each holds its read-ahead, about 130 KiB in lock-step)' }),
         maxPerClient: s.integer({ minimum: 1, maximum: 10000, default: 16, description: 'Concurrent transfers per client address' }),
         timeoutMs: s.integer({ minimum: 100, maximum: 255000, default: 1000, description: 'Retransmit timeout when the client asks none' }),
         retries: s.integer({ minimum: 1, maximum: 100, default: 5, description: 'Retransmissions before a transfer is given up' }),
@@ -215,7 +215,7 @@ export const configSchema = s.object(
         enabled: s.boolean({ default: false, description: 'Serve boot files over HTTP too (iPXE, UEFI HTTP boot): the same per-client views as TFTP' }),
         port: port(8080, 'HTTP port'),
         address: s.string({ default: '0.0.0.0', check: checkIPv4, description: 'Address to listen on' }),
-        maxConnections: s.integer({ minimum: 1, maximum: 10000, default: 64, description: 'Open HTTP connections at once, all clients' }),
+        maxConnections: s.integer({ minimum: 1, maximum: 10000, default: 512, description: 'Open HTTP connections at once, all clients (more are reset at accept: a boot storm of iPXE clients holds one each)' }),
         idleTimeoutMs: s.integer({ minimum: 1000, maximum: 600000, default: 30000, description: 'A connection with no progress either way is closed after this long' }),
         chainIpxe: s.boolean({
           default: false,

@@ -179,6 +179,14 @@ export class ProxyDhcpServer extends EventEmitter {
         } catch (e) {
           this.log.warn({ event: 'socket-error', socket: kind, err: (e as Error).message }, 'cannot enable broadcast');
         }
+        // A boot storm broadcasts hundreds of DISCOVERs and REQUESTs within a second while the event loop
+        // serves transfers; a REQUEST dropped by a full buffer is a PC whose address this server never
+        // learns (its HTTP or TFTP requests then find no host). The kernel caps this at net.core.rmem_max.
+        try {
+          s.setRecvBufferSize(4 * 1024 * 1024);
+        } catch {
+          /* capped or refused: the default stays */
+        }
         s.on('message', (buf, rinfo) => {
           try {
             this.onMessage(kind, s, buf, rinfo);

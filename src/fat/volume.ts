@@ -4,15 +4,19 @@
  *
  * Speed: a file's cluster chain is walked once, at open, into extents (runs of contiguous clusters); a
  * read binary-searches them and issues one device read per extent piece straight into the caller's
- * buffer (the pieces of a fragmented range run concurrently, a few at a time). Small sequential reads
- * (TFTP blocks, 64 KiB loops) are served from a per-file read-ahead window of 256 KiB..1 MiB, so a
- * stream of them costs one device read per window. The FAT (in chunks), parsed directories and recent
- * chains are cached, each bounded by count and size.
+ * buffer (the pieces of a fragmented range run concurrently, a few at a time). Small reads (TFTP blocks,
+ * HTTP's 64 KiB loops) are served from device chunks of 128 KiB shared by every file source of the volume
+ * and bounded process-wide (SHARED_CACHE_BYTES, least recently used out first): a boot storm of hundreds
+ * of clients reading the same kernel costs one device read per chunk, not one per client per window (a
+ * thread-pool trip each, which under load delays every client's next packet). Concurrent misses of one
+ * chunk share one read. The FAT (in chunks), parsed directories and recent chains are cached, each
+ * bounded by count and size.
  *
  * Coherence: the volume listens to the device's `written` events. A write that touches the FAT drops the
  * cached FAT; any write inside the volume drops the cached directories and chains (coarse, but writes to a
- * boot partition are rare). A `FileSource` opened before a write keeps its extents (and may serve bytes
- * from its read-ahead window); one opened after sees the new state. The boot sector (geometry, label) is
+ * boot partition are rare); it also retires the volume's shared data chunks (a chunk read before the write
+ * is never kept after it). A `FileSource` opened before a write keeps its extents; one opened after sees
+ * the new state. The boot sector (geometry, label) is
  * read once, at open: a write that changes it needs a new volume.
  *
  * Corruption never loops or crashes: chains are bounded and checked for cycles (see table.ts), a chain
@@ -45,23 +49,34 @@ const CHAIN_CACHE_ENTRIES = 256;
 /** About 200 bytes per parsed entry: at most ~40 MiB of directories, whatever the image claims. */
 const DIR_CACHE_TOTAL_ENTRIES = 200_000;
 const CHAIN_CACHE_TOTAL_EXTENTS = 500_000;
-/** Read-ahead window per open file, used for sequential requests of at most READAHEAD_MAX_REQUEST. */
-export const READAHEAD_BYTES = 256 * 1024;
-const READAHEAD_MAX_BYTES = 1024 * 1024;
+/** Shared data chunks: size (device-aligned) and the process-wide bound on what they hold. */
+export const CHUNK_BYTES = 128 * 1024;
+export const SHARED_CACHE_BYTES = 64 * 1024 * 1024;
+/** Kept for callers that size reads by it: a stream of small reads costs one device read per this many bytes. */
+export const READAHEAD_BYTES = CHUNK_BYTES;
 /** Device reads in flight for one request over a fragmented range (the thread pool has 4 threads). */
 const PIECES_IN_FLIGHT = 8;
-const READAHEAD_MAX_REQUEST = 64 * 1024;
+/** Requests up to this size go through the shared chunks; larger ones straight to the device. */
+const CACHED_MAX_REQUEST = 64 * 1024;
+
+/** Every volume's data chunks, keyed by volume, its cache generation and the chunk index. */
+const sharedChunks = new BoundedLru<string, Buffer>(SHARED_CACHE_BYTES / CHUNK_BYTES, SHARED_CACHE_BYTES, (b) => b.length);
+let volumeIds = 0;
+
+/** What a file source asks its volume for: device chunks, shared, and the generation they belong to. */
+interface ChunkSource {
+  generation(): number;
+  peek(index: number): Buffer | undefined;
+  fetch(index: number, cb: (err: Error | null, chunk: Buffer | null) => void): void;
+}
 
 /** A file's bytes as extents in device coordinates; reads binary-search them. */
 class FatFileSource implements FileSource {
   private closed = false;
-  /** Read-ahead window (allocated on the first small sequential read) and the file range it holds. */
-  private ra: Buffer | undefined;
-  private raStart = -1;
-  private raEnd = -1;
-  private filling = false;
-  /** End of the previous request: a request starting there is sequential. */
-  private lastEnd = 0;
+  /** The chunk the last small read used (sequential reads stay in one for many requests), and its generation. */
+  private memoIndex = -1;
+  private memoGen = -1;
+  private memo: Buffer | null = null;
   /** fileStart[i]: file offset where extent i begins; devStart[i]: device offset of that byte. */
   private readonly fileStart: Float64Array;
   private readonly devStart: Float64Array;
@@ -73,6 +88,7 @@ class FatFileSource implements FileSource {
     extents: readonly Extent[],
     bpb: Bpb,
     private readonly label: string,
+    private readonly chunks: ChunkSource,
   ) {
     const n = extents.length;
     this.fileStart = new Float64Array(n);
@@ -112,35 +128,73 @@ class FatFileSource implements FileSource {
     const total = Math.max(0, Math.min(length, this.size - position));
     if (total === 0) return process.nextTick(cb, null, 0);
 
-    // Small sequential reads (TFTP blocks, 64 KiB loops) are served from a read-ahead window, so that a
-    // stream of them costs one device read per window instead of one thread-pool trip each.
-    const ra = this.ra;
-    if (ra !== undefined && position >= this.raStart && position + total <= this.raEnd) {
-      ra.copy(buf, bufOffset, position - this.raStart, position - this.raStart + total);
-      this.lastEnd = position + total;
-      return process.nextTick(cb, null, total);
-    }
-    const sequential = position === this.lastEnd;
-    this.lastEnd = position + total;
-    if (sequential && total <= READAHEAD_MAX_REQUEST && !this.filling && this.size - position > total) {
-      // The window is at least 16 requests long: 256 KiB for TFTP-sized blocks, 1 MiB for 64 KiB reads.
-      const want = Math.min(READAHEAD_MAX_BYTES, Math.max(READAHEAD_BYTES, 16 * total));
-      if (this.ra === undefined || this.ra.length < want) this.ra = Buffer.allocUnsafe(want);
-      const window = this.ra;
-      const len = Math.min(window.length, this.size - position);
-      this.raStart = this.raEnd = -1; // invalid while the fill writes into it
-      this.filling = true;
-      this.direct(window, 0, len, position, (e) => {
-        this.filling = false;
-        if (e) return cb(e, 0);
-        this.raStart = position;
-        this.raEnd = position + len;
-        window.copy(buf, bufOffset, 0, total);
-        cb(null, total);
-      });
-      return;
-    }
+    if (total <= CACHED_MAX_REQUEST) return this.cached(buf, bufOffset, total, position, cb);
     this.direct(buf, bufOffset, total, position, cb);
+  }
+
+  /** A chunk already at hand: the memo, else the shared cache (then memoised). */
+  private chunkAt(index: number): Buffer | undefined {
+    const gen = this.chunks.generation();
+    if (this.memo !== null && this.memoIndex === index && this.memoGen === gen) return this.memo;
+    const c = this.chunks.peek(index);
+    if (c !== undefined) {
+      this.memo = c;
+      this.memoIndex = index;
+      this.memoGen = gen;
+    }
+    return c;
+  }
+
+  /**
+   * Reads `total` bytes (inside the file, at most CACHED_MAX_REQUEST) from the shared chunks, piece by
+   * piece (a piece lies in one extent and one chunk); a missing chunk is fetched (or joined) first. The
+   * callback always runs asynchronously.
+   */
+  private cached(buf: Buffer, bufOffset: number, total: number, position: number, cb: ReadCallback): void {
+    let done = 0;
+    let sync = true;
+    const step = (): void => {
+      while (done < total) {
+        const pos = position + done;
+        const idx = this.find(pos);
+        const within = pos - this.fileStart[idx]!;
+        const devAt = this.devStart[idx]! + within;
+        const index = Math.floor(devAt / CHUNK_BYTES);
+        const inChunk = devAt - index * CHUNK_BYTES;
+        const n = Math.min(total - done, this.extLen[idx]! - within, CHUNK_BYTES - inChunk);
+        const hit = this.chunkAt(index);
+        if (hit !== undefined && inChunk + n <= hit.length) {
+          hit.copy(buf, bufOffset + done, inChunk, inChunk + n);
+          done += n;
+          continue;
+        }
+        if (hit !== undefined) {
+          // A chunk cut short by the device's end cannot hold file bytes: read the piece directly.
+          const at = done;
+          this.direct(buf, bufOffset + at, n, pos, (e) => {
+            if (e) return cb(e, 0);
+            done = at + n;
+            sync = false;
+            step();
+          });
+          return;
+        }
+        this.chunks.fetch(index, (e) => {
+          if (e) return cb(e, 0);
+          if (this.closed) return cb(new IoError('EBADF', `${this.label}: file is closed`), 0);
+          sync = false;
+          // The chunk is in the cache now, or (a write retired it meanwhile, or the cache is full of
+          // others) not: then the next round reads it again, which sees the write.
+          const got = this.chunks.peek(index);
+          if (got === undefined) return this.direct(buf, bufOffset + done, total - done, position + done, (e2) => (e2 ? cb(e2, 0) : cb(null, total)));
+          step();
+        });
+        return;
+      }
+      if (sync) process.nextTick(cb, null, total);
+      else cb(null, total);
+    };
+    step();
   }
 
   /**
@@ -191,7 +245,7 @@ class FatFileSource implements FileSource {
 
   close(): void {
     this.closed = true;
-    this.ra = undefined;
+    this.memo = null;
   }
 }
 
@@ -210,6 +264,14 @@ export class FatVolume {
   private readonly openDirectory = (first: number, path: string): Promise<Listing> => this.directory(first, path);
   private generation = 0;
   private unsubscribe: (() => void) | undefined;
+  /** This volume's share of the process-wide data chunks, and the fetches in flight. */
+  private readonly cacheId = ++volumeIds;
+  private readonly fetching = new Map<string, Array<(err: Error | null, chunk: Buffer | null) => void>>();
+  private readonly chunkSource: ChunkSource = {
+    generation: () => this.generation,
+    peek: (index) => sharedChunks.get(`${this.cacheId}:${this.generation}:${index}`),
+    fetch: (index, cb) => this.fetchChunk(index, cb),
+  };
 
   private constructor(
     private readonly dev: BlockDevice,
@@ -253,6 +315,28 @@ export class FatVolume {
   close(): void {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+  }
+
+  /** Reads device chunk `index` into the shared cache (one read for every concurrent asker). */
+  private fetchChunk(index: number, cb: (err: Error | null, chunk: Buffer | null) => void): void {
+    const gen = this.generation;
+    const key = `${this.cacheId}:${gen}:${index}`;
+    const waiting = this.fetching.get(key);
+    if (waiting) {
+      waiting.push(cb);
+      return;
+    }
+    const cbs = [cb];
+    this.fetching.set(key, cbs);
+    const start = index * CHUNK_BYTES;
+    const len = Math.max(0, Math.min(CHUNK_BYTES, this.dev.size - start));
+    const chunk = Buffer.allocUnsafe(len);
+    this.dev.read(chunk, 0, len, start, (e) => {
+      this.fetching.delete(key);
+      // Kept only if no write came in between (a write bumps the generation: the next read refetches).
+      if (!e && gen === this.generation) sharedChunks.set(key, chunk);
+      for (const f of cbs) f(e, e ? null : chunk);
+    });
   }
 
   private dropCaches(): void {
@@ -325,7 +409,7 @@ export class FatVolume {
 
   async open(path: string): Promise<FileSource> {
     const { entry, path: p, extents } = await this.fileExtents(path);
-    return new FatFileSource(this.dev, entry.size, extents, this.bpb, `${this.name}:${p}`);
+    return new FatFileSource(this.dev, entry.size, extents, this.bpb, `${this.name}:${p}`, this.chunkSource);
   }
 
   /** The clusters of a file as runs of contiguous clusters (for tools and tests: shows fragmentation). */

@@ -27,7 +27,7 @@ export interface HttpLimits {
 }
 
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
-  maxConnections: 64,
+  maxConnections: 512,
   maxHeaderBytes: 8 * 1024,
   headersTimeoutMs: 10_000,
   keepAliveTimeoutMs: 5_000,

@@ -113,6 +113,8 @@ export interface TftpServerStats {
 }
 
 const SHUTDOWN = 'server shutting down';
+/** Receive buffer asked for the request socket (and the proxy DHCP sockets): a storm's burst of requests. */
+export const STORM_RCVBUF = 4 * 1024 * 1024;
 
 export class TftpServer extends EventEmitter {
   readonly limits: TftpLimits;
@@ -192,6 +194,13 @@ export class TftpServer extends EventEmitter {
       sock.bind({ address: this.listenAddress, port: this.listenPort }, () => {
         sock.off('error', onErr);
         sock.on('error', (e) => this.log.error({ err: e.message }, 'tftp socket error'));
+        // Room for a boot storm's burst of requests while the event loop serves transfers (the kernel
+        // caps it at net.core.rmem_max; the default, ~208 KiB, holds about 90 requests).
+        try {
+          sock.setRecvBufferSize(STORM_RCVBUF);
+        } catch {
+          /* capped or refused: the default stays */
+        }
         this.socket = sock;
         const a = sock.address();
         this.log.info({ address: a.address, port: a.port }, 'tftp listening');
@@ -274,7 +283,16 @@ export class TftpServer extends EventEmitter {
     const ticket = this.admit(ip, known);
     if (!ticket) {
       this.counters.busy++;
-      this.noisyLog('warn', `busy:${ip}`, { ...this.who(ip), active: this.slotsUsed, unknown: this.unknownUsed, client: this.perClient.get(ip) ?? 0, known }, 'tftp transfer limit reached');
+      const mine = this.perClient.get(ip) ?? 0;
+      if (known && mine < this.limits.maxPerClient) {
+        // A configured client stopped only by the global cap (a boot storm: each client holds one transfer,
+        // two for a moment between files): no answer. Every boot firmware retransmits an unanswered RRQ,
+        // and the retransmission finds a slot as soon as one frees; an ERROR would end the file (a Pi
+        // bootloader, a PXE ROM give up the boot attempt).
+        this.noisyLog('warn', `busy:${ip}`, { ...this.who(ip), active: this.slotsUsed, unknown: this.unknownUsed, client: mine, known }, 'tftp transfer limit reached: request left to its retransmission');
+        return;
+      }
+      this.noisyLog('warn', `busy:${ip}`, { ...this.who(ip), active: this.slotsUsed, unknown: this.unknownUsed, client: mine, known }, 'tftp transfer limit reached');
       this.replyFromMain(buildError(ERR_UNDEFINED, 'Server busy, try again'), rinfo.port, ip);
       return;
     }
