@@ -17,6 +17,7 @@ import { ImagePool } from './registry/pool.js';
 import { Registry } from './registry/registry.js';
 import { StatusServer } from './status/server.js';
 import { HttpBootServer } from './http/server.js';
+import { StateFile } from './util/state-file.js';
 import { TftpServer, type TransferStats } from './tftp/server.js';
 import type { ResolveRequest, TftpResolver } from './tftp/resolver.js';
 import { NetbootError } from './util/errors.js';
@@ -155,91 +156,27 @@ export class Daemon {
   }
 
   /**
-   * Client identities (IP ↔ MAC/serial) survive restarts in stateDir/clients.json: a client that booted
-   * before a restart keeps its copy-on-write overlay when its NBD connection comes back.
+   * Client identities (IP ↔ MAC/serial) survive restarts in stateDir/clients.json (saved at most once a
+   * second): a client that booted before a restart keeps its copy-on-write overlay when its NBD connection
+   * comes back.
    */
   private async restoreClients(stateDir: string): Promise<void> {
-    const file = `${stateDir}/clients.json`;
-    try {
-      const n = this.clients.load(JSON.parse(await fs.promises.readFile(file, 'utf8')));
-      this.log.debug({ file, clients: n }, 'client identities restored');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ file, err: (e as Error).message }, 'client identities not restored');
-    }
-    let timer: NodeJS.Timeout | null = null;
-    // Debounced: at most one save a second, and saves never overlap (each writes a temp file, then renames).
-    this.clients.onIdentityChange = () => {
-      if (timer) return;
-      timer = setTimeout(() => {
-        timer = null;
-        void this.saveClients(file);
-      }, 1000);
-      timer.unref();
-    };
-    this.saveClientsNow = () => {
-      if (timer) clearTimeout(timer);
-      timer = null;
-      return this.saveClients(file);
-    };
+    const state = new StateFile(`${stateDir}/clients.json`, 'client identities', () => this.clients.toJSON(), 1000, this.log);
+    await state.load((json) => this.clients.load(json));
+    this.clients.onIdentityChange = () => state.changed();
+    this.saveClientsNow = () => state.flush();
   }
 
   private saveClientsNow: () => Promise<void> = () => Promise.resolve();
 
-  /** Boot journeys: limits from the config; restored from stateDir/journeys.json and saved there (debounced, 5 s) when persistJourneys. */
+  /** Boot journeys: limits from the config; restored from stateDir/journeys.json and saved there (at most every 5 s) when persistJourneys. */
   private async restoreJourneys(config: Config): Promise<void> {
     this.journey.configure(journeyOptions(config));
     if (!config.status.persistJourneys) return;
-    const file = `${config.server.stateDir}/journeys.json`;
-    try {
-      const n = this.journey.load(JSON.parse(await fs.promises.readFile(file, 'utf8')));
-      this.log.debug({ file, clients: n }, 'boot journeys restored');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ file, err: (e as Error).message }, 'boot journeys not restored');
-    }
-    let timer: NodeJS.Timeout | null = null;
-    let saving: Promise<void> = Promise.resolve();
-    const save = (): Promise<void> => {
-      const write = async (): Promise<void> => {
-        const tmp = `${file}.${process.pid}.tmp`;
-        try {
-          await fs.promises.writeFile(tmp, JSON.stringify(this.journey.toJSON()));
-          await fs.promises.rename(tmp, file);
-        } catch (e) {
-          this.log.warn({ file, err: (e as Error).message }, 'boot journeys not saved');
-        }
-      };
-      saving = saving.then(write, write);
-      return saving;
-    };
-    this.feed.subscribe(() => {
-      if (timer) return;
-      timer = setTimeout(() => {
-        timer = null;
-        void save();
-      }, 5000);
-      timer.unref();
-    });
-    this.saveJourneysNow = () => {
-      if (timer) clearTimeout(timer);
-      timer = null;
-      return save();
-    };
-  }
-  private saving: Promise<void> = Promise.resolve();
-
-  /** Writes stateDir/clients.json without blocking the event loop; saves run one after another. */
-  private saveClients(file: string): Promise<void> {
-    const save = async (): Promise<void> => {
-      const tmp = `${file}.${process.pid}.tmp`;
-      try {
-        await fs.promises.writeFile(tmp, JSON.stringify(this.clients.toJSON()));
-        await fs.promises.rename(tmp, file);
-      } catch (e) {
-        this.log.warn({ file, err: (e as Error).message }, 'client identities not saved');
-      }
-    };
-    this.saving = this.saving.then(save, save);
-    return this.saving;
+    const state = new StateFile(`${config.server.stateDir}/journeys.json`, 'boot journeys', () => this.journey.toJSON(), 5000, this.log);
+    await state.load((json) => this.journey.load(json));
+    this.feed.subscribe(() => state.changed());
+    this.saveJourneysNow = () => state.flush();
   }
 
   /**

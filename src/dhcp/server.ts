@@ -23,6 +23,7 @@
  * the 0.0.0.0 socket like any other; the policy (per MAC, Pis on/off) is the filter. Binding `bindAddress`
  * to one address instead receives only unicast/relayed requests (broadcasts reach only 0.0.0.0 sockets).
  */
+import { askRecvBuffer } from '../util/net.js';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { networkInterfaces } from 'node:os';
@@ -179,14 +180,9 @@ export class ProxyDhcpServer extends EventEmitter {
         } catch (e) {
           this.log.warn({ event: 'socket-error', socket: kind, err: (e as Error).message }, 'cannot enable broadcast');
         }
-        // A boot storm broadcasts hundreds of DISCOVERs and REQUESTs within a second while the event loop
-        // serves transfers; a REQUEST dropped by a full buffer is a PC whose address this server never
-        // learns (its HTTP or TFTP requests then find no host). The kernel caps this at net.core.rmem_max.
-        try {
-          s.setRecvBufferSize(4 * 1024 * 1024);
-        } catch {
-          /* capped or refused: the default stays */
-        }
+        // A REQUEST dropped by a full buffer in a boot storm is a PC whose address this server never
+        // learns (its HTTP or TFTP requests then find no host).
+        askRecvBuffer(s);
         s.on('message', (buf, rinfo) => {
           try {
             this.onMessage(kind, s, buf, rinfo);

@@ -4,6 +4,7 @@
  * `Session`, session.ts). Here: requests, path vetting, resolution, and admission — transfer slots with
  * per-address, per-/24 and unknown-client budgets, preemption of stalled transfers, not-found floods.
  */
+import { askRecvBuffer } from '../util/net.js';
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../util/log.js';
@@ -113,8 +114,6 @@ export interface TftpServerStats {
 }
 
 const SHUTDOWN = 'server shutting down';
-/** Receive buffer asked for the request socket (and the proxy DHCP sockets): a storm's burst of requests. */
-export const STORM_RCVBUF = 4 * 1024 * 1024;
 
 export class TftpServer extends EventEmitter {
   readonly limits: TftpLimits;
@@ -194,13 +193,7 @@ export class TftpServer extends EventEmitter {
       sock.bind({ address: this.listenAddress, port: this.listenPort }, () => {
         sock.off('error', onErr);
         sock.on('error', (e) => this.log.error({ err: e.message }, 'tftp socket error'));
-        // Room for a boot storm's burst of requests while the event loop serves transfers (the kernel
-        // caps it at net.core.rmem_max; the default, ~208 KiB, holds about 90 requests).
-        try {
-          sock.setRecvBufferSize(STORM_RCVBUF);
-        } catch {
-          /* capped or refused: the default stays */
-        }
+        askRecvBuffer(sock);
         this.socket = sock;
         const a = sock.address();
         this.log.info({ address: a.address, port: a.port }, 'tftp listening');

@@ -40,3 +40,19 @@ export function closeHttpServer(server: http.Server | null): Promise<void> {
   server.closeAllConnections();
   return new Promise((resolve) => server.close(() => resolve()));
 }
+
+/** Receive buffer a request socket asks for (proxy DHCP, TFTP port 69): room for a boot storm's burst. */
+export const REQUEST_RCVBUF = 4 * 1024 * 1024;
+
+/**
+ * Asks for a larger receive buffer on a bound UDP socket, so a burst of requests (hundreds of clients
+ * powered on at once) is not dropped while the event loop serves transfers; the default (~208 KiB) holds
+ * about 90. The kernel caps it at net.core.rmem_max; a refusal keeps the default.
+ */
+export function askRecvBuffer(sock: { setRecvBufferSize(n: number): void }, bytes = REQUEST_RCVBUF): void {
+  try {
+    sock.setRecvBufferSize(bytes);
+  } catch {
+    /* capped or refused: the default stays */
+  }
+}
