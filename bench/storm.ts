@@ -3,7 +3,7 @@
  * DHCP + TFTP from a directory, nbd-server), one after the other in the same run, on the same image and
  * network (test/helpers/storm-lab.ts; the clients: test/helpers/storm-load.ts).
  *
- *   npm run bench:storm -- --clients 50 [--mix pi4=1,pi5=1,pxelinux=1,ipxe=1] [--loss 0.05] [--vanish 2]
+ *   npm run bench:storm -- --clients 50 [--mix pi4=1,pi5=1,pxelinux=1,ipxe=1 (or pxe=1: a PXE ROM chained to iPXE)] [--loss 0.05] [--vanish 2]
  *                          [--reload-at 5000] [--stacks netbootd,reference] [--small] [--spread 1000]
  *                          [--timeout 1000] [--tries 8] [--profile DIR] [--json FILE]
  *
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
         });
         figures.push(fig);
         console.log(`${name}: ${fig.booted}/${n} booted in ${f1(fig.allBootedS)} s` +
-          (fig.failed ? `, ${fig.failed} FAILED (${fig.errors.slice(0, 3).join('; ')})` : '') + (fig.vanished ? `, ${fig.vanished} vanished on purpose` : '') + ` (at most ${fig.tftpOpenMax} TFTP transfers open at once; ${fig.serverDrops} UDP datagrams dropped by the server's full buffers)`);
+          (fig.failed ? `, ${fig.failed} FAILED (${fig.errors.slice(0, 3).join('; ')})` : '') + (fig.vanished ? `, ${fig.vanished} vanished on purpose` : '') + (fig.lossBy !== 'none' ? `, ${fig.lost} packets dropped (${fig.lossBy === 'kernel' ? 'nftables in the load namespace, UDP and TCP' : 'by the clients, UDP only: no nft'})` : '') + ` (at most ${fig.tftpOpenMax} TFTP transfers open at once; ${fig.serverDrops} UDP datagrams dropped by the server's full buffers; load process ${f1(fig.loadCpuS)} CPU s)`);
       } finally {
         await stack.stop();
       }
@@ -101,7 +101,7 @@ async function main(): Promise<void> {
       `CPU-s per boot ${f2((nb.cpuS / nb.booted) / (ref.cpuS / ref.booted))}x, peak RSS ${f2(nb.peakRssMB / ref.peakRssMB)}x (< 1: netbootd better)`);
   }
   console.log(`# load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at end`);
-  if (jsonOut) writeFileSync(jsonOut, JSON.stringify(figures.map(({ results, ...f }) => ({ ...f, kinds: results.map((r) => r.kind) })), null, 1));
+  if (jsonOut) writeFileSync(jsonOut, JSON.stringify(figures, null, 1));
   if (!process.env.STORM_KEEP) rmSync(work, { recursive: true, force: true });
   else console.log(`# work folder kept: ${work}`);
 }

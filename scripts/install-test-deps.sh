@@ -12,8 +12,8 @@ PACKAGES=(
   atftp atftpd tftp-hpa curl busybox wget
   # NBD peers
   libnbd-bin qemu-utils fio nbdkit nbd-server nbd-client openssl
-  # DHCP tests: namespaces and a real DHCP server/client
-  iproute2 dnsmasq-base udhcpc
+  # DHCP tests: namespaces and a real DHCP server/client; nftables: packet loss inside a namespace (the storm)
+  iproute2 dnsmasq-base udhcpc nftables
   # e2e boots: QEMU with SeaBIOS + iPXE and OVMF, boot loaders, initramfs tools (the kernel and busybox-static
   # are not installed: scripts/e2e/fetch-debs.sh unpacks them into /var/cache/netbootd-e2e); ipxe: the iPXE
   # binaries (undionly.kpxe, ipxe.efi) that http.chainIpxe hands to plain PXE ROMs

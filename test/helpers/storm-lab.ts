@@ -10,8 +10,10 @@
  *              from a directory copy of the FAT; nbd-server with copyonwrite = true)
  *   load ns:   198.18.0.10/16 plus every client's address (198.18.1.1, 198.18.1.2, …)
  *
- * Packet loss: this kernel has no netem (no sch_netem, no tc classifiers for a gact drop), so the load
- * process drops a share of the UDP datagrams its clients send and receive (storm-load.ts `loss`).
+ * Packet loss: this kernel has no netem (no sch_netem, no tc classifiers for a gact drop), so an nftables
+ * table in the load namespace drops a random share of every packet the clients send and receive, UDP and
+ * TCP alike (`numgen random`, counted); without `nft` (Debian package nftables) the load process drops
+ * a share of its UDP datagrams itself (storm-load.ts `loss`) and TCP is loss-free.
  *
  * Server cost: CPU seconds (utime + stime from /proc, the reference's nbd-server children included through
  * the parent's cutime/cstime once it has reaped them) over the storm only (startup excluded); peak RSS:
@@ -37,6 +39,8 @@ export const ROUTER = '198.18.0.1';
 export const EXPORT = 'storm';
 export const HTTP_PORT = 8080;
 export const TRACE = join(E2E_ROOT, 'bench/fixtures/boot-trace.txt');
+/** The config default of `http.ipxeBios`. */
+export const IPXE_BIOS = '/usr/lib/ipxe/undionly.kpxe';
 
 // ---------------------------------------------------------------- image
 
@@ -123,12 +127,16 @@ export async function buildStormImage(dir: string, full: boolean): Promise<Storm
     files[f] = createHash('sha256').update(data).digest('hex');
     sizes[f] = data.length;
   }
+  // What netbootd's `http.chainIpxe` sends a PXE ROM (config default `http.ipxeBios`, Debian package ipxe).
+  if (existsSync(IPXE_BIOS)) files['undionly.kpxe'] = createHash('sha256').update(readFileSync(IPXE_BIOS)).digest('hex');
   const sum = (fs: string[]): number => fs.reduce((n, f) => n + (sizes[f] ?? 0), 0);
   const bootBytes: Record<Kind, number> = {
     pi4: sum(['start4.elf', 'config.txt', 'fixup4.dat', 'cmdline.txt', 'bcm2711-rpi-4-b.dtb', 'kernel8.img', 'initrd.img']),
     pi5: sum(['config.txt', 'cmdline.txt', 'bcm2712-rpi-5-b.dtb', 'kernel_2712.img', 'initrd.img']),
     pxelinux: sum(['pxelinux.0', 'ldlinux.c32', 'pxelinux.cfg/default', 'vmlinuz', 'initrd.img']),
     ipxe: sum(['vmlinuz', 'initrd.img']),
+    // From the reference stack; from netbootd undionly.kpxe (about 70 KB) instead of PXELINUX's files.
+    pxe: sum(['pxelinux.0', 'ldlinux.c32', 'pxelinux.cfg/default', 'vmlinuz', 'initrd.img']),
   };
   return { image, fatDir, files, bootBytes };
 }
@@ -241,6 +249,31 @@ function cpuOf(roots: number[], withChildren: boolean): number {
   return s;
 }
 
+const NFT = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].find((p) => existsSync(p));
+const LOSS_TABLE = 'storm_loss';
+
+/**
+ * Drops `loss` (0..1) of the packets `h` sends and of those it receives, each independently, in the kernel
+ * (nftables). False without nft.
+ */
+async function setKernelLoss(lab: NetLab, h: NetHost, loss: number, work: string): Promise<boolean> {
+  if (!NFT) return false;
+  const per = Math.round(loss * 1_000_000);
+  const chain = (name: string, hook: string): string =>
+    `  chain ${name} { type filter hook ${hook} priority 0; policy accept; numgen random mod 1000000 < ${per} counter drop; }\n`;
+  const file = join(work, 'loss.nft');
+  writeFileSync(file, `table inet ${LOSS_TABLE} {\n${chain('in', 'input')}${chain('out', 'output')}}\n`);
+  await lab.exec(h, NFT, ['-f', file]);
+  return true;
+}
+
+/** Packets the loss table dropped, and removes it. */
+async function clearKernelLoss(lab: NetLab, h: NetHost): Promise<number> {
+  const r = await lab.exec(h, NFT!, ['list', 'table', 'inet', LOSS_TABLE], { allowFail: true });
+  await lab.exec(h, NFT!, ['delete', 'table', 'inet', LOSS_TABLE], { allowFail: true });
+  return [...r.stdout.toString().matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
 /** A counter of the namespace's /proc/net/snmp (e.g. Tcp RetransSegs, Udp RcvbufErrors). */
 async function snmp(lab: NetLab, h: NetHost, proto: 'Tcp' | 'Udp', key: string): Promise<number> {
   const r = await lab.exec(h, 'cat', ['/proc/net/snmp'], { allowFail: true });
@@ -279,7 +312,7 @@ function netbootdYaml(img: StormImage, clients: ClientSpec[], stateDir: string, 
   const hosts: Record<string, unknown> = {};
   for (const c of clients) {
     if (c.serial) pis[c.serial] = { image: EXPORT };
-    else hosts[c.mac] = { image: EXPORT, bootFile: { bios: 'pxelinux.0' }, ...(httpOn ? { http: c.kind === 'ipxe' } : {}) };
+    else hosts[c.mac] = { image: EXPORT, bootFile: { bios: 'pxelinux.0' }, ...(httpOn ? { http: c.kind === 'ipxe' || c.kind === 'pxe' } : {}) };
   }
   const cfg = {
     server: { address: SERVER, stateDir },
@@ -287,7 +320,9 @@ function netbootdYaml(img: StormImage, clients: ClientSpec[], stateDir: string, 
     tftp: { enabled: true, port: 69 },
     nbd: { enabled: true, port: 10809 },
     status: { enabled: false },
-    ...(httpOn ? { http: { enabled: true, port: HTTP_PORT } } : {}),
+    // `pxe` clients: their PXE ROM is sent iPXE by TFTP, which boots over HTTP (hosts with `http: false`, the
+    // `pxelinux` clients, still get pxelinux.0).
+    ...(httpOn ? { http: { enabled: true, port: HTTP_PORT, ...(clients.some((c) => c.kind === 'pxe') ? { chainIpxe: true } : {}) } } : {}),
     images: { [EXPORT]: { path: img.image, mode: 'cow', export: EXPORT } },
     ...(Object.keys(pis).length ? { pis } : {}),
     ...(Object.keys(hosts).length ? { hosts } : {}),
@@ -309,7 +344,7 @@ export async function startNetbootd(l: Lab, img: StormImage, clients: ClientSpec
   const stateDir = join(dir, 'state');
   mkdirSync(stateDir, { recursive: true });
   const cfgFile = join(dir, 'netbootd.yaml');
-  writeFileSync(cfgFile, netbootdYaml(img, clients, stateDir, clients.some((c) => c.kind === 'ipxe')));
+  writeFileSync(cfgFile, netbootdYaml(img, clients, stateDir, clients.some((c) => c.kind === 'ipxe' || c.kind === 'pxe')));
   const entry = o.daemon === 'dist' ? [join(E2E_ROOT, 'dist/src/cli/main.js')] : ['--import', 'tsx', join(E2E_ROOT, 'src/cli/main.ts')];
   const prof = o.cpuProf ? [`--cpu-prof`, `--cpu-prof-dir=${o.cpuProf}`] : [];
   const log = join(dir, 'netbootd.log');
@@ -318,7 +353,7 @@ export async function startNetbootd(l: Lab, img: StormImage, clients: ClientSpec
     cwd: E2E_ROOT, stdio: ['ignore', fd, fd], ...(o.env ? { env: { ...process.env, ...o.env } } : {}),
   });
   const ports: [('udp' | 'tcp'), number][] = [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]];
-  if (clients.some((c) => c.kind === 'ipxe')) ports.push(['tcp', HTTP_PORT]);
+  if (clients.some((c) => c.kind === 'ipxe' || c.kind === 'pxe')) ports.push(['tcp', HTTP_PORT]);
   let onExit: ((c: number | null) => void) | undefined;
   try {
     await Promise.race([
@@ -408,9 +443,13 @@ export interface StormFigures {
   /** UDP datagrams the server's namespace dropped for a full receive buffer (Udp RcvbufErrors). */
   serverDrops: number;
   lost: number;
+  /** Where the loss was made: in the kernel for every packet (nftables), or by the clients for UDP only. */
+  lossBy: 'kernel' | 'client' | 'none';
   /** Most TFTP transfers the clients had open at once. */
   tftpOpenMax: number;
   cpuS: number;
+  /** The load process's own CPU seconds (it shares the machine's cores with the stack under test). */
+  loadCpuS: number;
   peakRssMB: number;
   /** Boot-file and NBD bytes moved per booted client. */
   bytesPerBoot: number;
@@ -439,6 +478,8 @@ export async function runStorm(l: Lab, stack: RunningStack, img: StormImage, wor
     server: SERVER, router: ROUTER, clients: r.clients, files: img.files, image: img.image, exportName: EXPORT, trace: TRACE,
     http: stack.name === 'netbootd', httpPort: HTTP_PORT, timeoutMs: r.timeoutMs, tries: r.tries, spreadMs: r.spreadMs, loss: r.loss,
   };
+  const kernelLoss = r.loss > 0 && await setKernelLoss(l.lab, l.load, r.loss, work);
+  if (kernelLoss) job.loss = 0;
   const jobFile = join(work, `job-${stack.name}.json`);
   writeFileSync(jobFile, JSON.stringify(job));
   const entry = r.daemon === 'dist'
@@ -458,7 +499,9 @@ export async function runStorm(l: Lab, stack: RunningStack, img: StormImage, wor
   };
   const sampler = setInterval(sample, 100);
   const reload = r.reloadAtMs !== undefined ? setTimeout(() => stack.reload(), r.reloadAtMs) : undefined;
-  const proc = startProcess('ip', ['netns', 'exec', l.load.ns, process.execPath, ...entry, jobFile], { cwd: E2E_ROOT });
+  // STORM_LOAD_PROF=DIR: a V8 CPU profile of the load process (is the generator the bottleneck?).
+  const prof = process.env.STORM_LOAD_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.STORM_LOAD_PROF}`] : [];
+  const proc = startProcess('ip', ['netns', 'exec', l.load.ns, process.execPath, ...prof, ...entry, jobFile], { cwd: E2E_ROOT });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -466,6 +509,7 @@ export async function runStorm(l: Lab, stack: RunningStack, img: StormImage, wor
   const code = await new Promise<number | null>((res) => proc.once('exit', (c) => res(c)));
   clearInterval(sampler);
   clearTimeout(reload);
+  const kernelLost = kernelLoss ? await clearKernelLoss(l.lab, l.load) : 0;
   if (code !== 0) throw new Error(`load process exited ${code}: ${err.slice(-2000)}`);
   const rep = JSON.parse(out.trim().split('\n').pop()!) as LoadReport;
   // Let nbd-server reap its per-connection children before its CPU is read.
@@ -487,9 +531,10 @@ export async function runStorm(l: Lab, stack: RunningStack, img: StormImage, wor
     dupes: rep.results.reduce((n, x) => n + x.dupes, 0),
     tcpRetrans: tcp1 - tcp0,
     serverDrops: drop1 - drop0,
-    lost: rep.lost,
+    lost: kernelLoss ? kernelLost : rep.lost,
+    lossBy: r.loss <= 0 ? 'none' : kernelLoss ? 'kernel' : 'client',
     tftpOpenMax: rep.tftpOpenMax,
-    cpuS, peakRssMB,
+    cpuS, loadCpuS: rep.cpuS, peakRssMB,
     bytesPerBoot: ok.length ? ok.reduce((n, x) => n + x.bytes, 0) / ok.length : 0,
     errors: rep.results.filter((x) => !x.ok && !x.vanished).map((x) => `client ${x.i} (${x.kind}): ${x.error}`),
     results: rep.results,

@@ -16,6 +16,10 @@
  *          ipxe     with HTTP on the stack: the script URL of the proxy reply, then the kernel and initrd
  *                   it names (keep-alive); without (the reference stack): vmlinuz and initrd.img by TFTP
  *                   (blksize 1432, as iPXE asks)
+ *          pxe      a PC's PXE ROM that loads whatever the proxy names: from netbootd with `http.chainIpxe`,
+ *                   undionly.kpxe by TFTP (size probe, then blksize 1432), then as iPXE (DHCP again with
+ *                   user class iPXE, the script and what it loads over HTTP); from the reference stack,
+ *                   pxelinux.0 and the PXELINUX sequence above
  *   root   NBD attach to the export, replay of a recorded root-file-system boot (bench/fixtures/boot-trace.txt:
  *          reads, writes, flushes at the recorded queue depth), disconnect.
  *
@@ -34,8 +38,8 @@ import * as NBD from '../../src/nbd/packet.js';
 import { piDhcpPacket, parseReply, pxeSubOptions, type DhcpReply } from '../e2e/pi-client.js';
 import { buildRequest } from '../dhcp/client.js';
 
-export type Kind = 'pi4' | 'pi5' | 'pxelinux' | 'ipxe';
-export const KINDS: Kind[] = ['pi4', 'pi5', 'pxelinux', 'ipxe'];
+export type Kind = 'pi4' | 'pi5' | 'pxelinux' | 'ipxe' | 'pxe';
+export const KINDS: Kind[] = ['pi4', 'pi5', 'pxelinux', 'ipxe', 'pxe'];
 
 export interface ClientSpec {
   i: number;
@@ -109,8 +113,12 @@ export interface ClientResult {
   dupes: number;
   bytes: number;
   notFound: number;
+  /** How its boot files came: all by TFTP, over HTTP (iPXE), or iPXE by TFTP then HTTP (`pxe` chain-loaded). */
+  via?: BootPath;
   error?: string;
 }
+
+export type BootPath = 'tftp' | 'http' | 'chain';
 
 export interface LoadReport {
   results: ClientResult[];
@@ -120,6 +128,8 @@ export interface LoadReport {
   tftpOpenMax: number;
   /** From the first power-on to the last client's end. */
   wallMs: number;
+  /** This load process's own CPU seconds (user + system): near wallMs/1000, the load is the bottleneck. */
+  cpuS: number;
 }
 
 // ---------------------------------------------------------------- trace
@@ -193,13 +203,13 @@ function uuidOf(c: ClientSpec): Buffer {
   return u;
 }
 
-function discover(c: ClientSpec, xid: number, type: 1 | 3, extra: { requested?: string; serverId?: string } = {}): Buffer {
+function discover(c: ClientSpec, xid: number, type: 1 | 3, extra: { requested?: string; serverId?: string; ipxe?: boolean } = {}): Buffer {
   if (c.kind === 'pi4' || c.kind === 'pi5') {
     return piDhcpPacket({ mac: c.mac, serial: c.serial!, fourcc: c.kind === 'pi5' ? 'RPi5' : 'RPi4' }, xid, type, extra);
   }
   const b = buildRequest({
     mac: c.mac, vendorClass: 'PXEClient:Arch:00000:UNDI:002001', arch: 0, uuid: uuidOf(c),
-    ...(c.kind === 'ipxe' ? { userClass: 'iPXE' } : {}),
+    ...(c.kind === 'ipxe' || extra.ipxe ? { userClass: 'iPXE' } : {}),
   }, xid, { type, flags: 0x8000 });
   if (!extra.requested) return b;
   // Option 50 and 54 before the end option.
@@ -245,14 +255,15 @@ function proxyRequest(c: ClientSpec, job: LoadJob, ctr: Counters, offer: DhcpRep
   });
 }
 
-async function dhcp(hub: DhcpHub, c: ClientSpec, job: LoadJob, ctr: Counters): Promise<DhcpReply> {
-  const xid = (0x10000000 + c.i * 16 + Math.floor(Math.random() * 16)) >>> 0;
+/** DISCOVER → OFFER + proxy reply, REQUEST → ACK. `ipxe`: as iPXE does it after a chain-load (user class iPXE). */
+async function dhcp(hub: DhcpHub, c: ClientSpec, job: LoadJob, ctr: Counters, ipxe = false): Promise<DhcpReply> {
+  const xid = ((ipxe ? 0x20000000 : 0x10000000) + c.i * 16 + Math.floor(Math.random() * 16)) >>> 0;
   const send = (b: Buffer): void => sendLossy(hub.sock, b, 67, '255.255.255.255');
-  const offers = await hub.exchange(xid, () => send(discover(c, xid, 1)), (rs) => rs.some((r) => r.type === 2 && r.from === job.router) && rs.some(isProxy), job, ctr);
+  const offers = await hub.exchange(xid, () => send(discover(c, xid, 1, { ipxe })), (rs) => rs.some((r) => r.type === 2 && r.from === job.router) && rs.some(isProxy), job, ctr);
   const offer = offers.find((r) => r.type === 2 && r.from === job.router)!;
   const proxy = offers.find(isProxy)!;
   if (offer.yiaddr !== c.ip) throw new Error(`DHCP: offered ${offer.yiaddr}, expected ${c.ip}`);
-  await hub.exchange(xid, () => send(discover(c, xid, 3, { requested: c.ip, serverId: job.router })), (rs) => rs.some((r) => r.type === 5 && r.from === job.router), job, ctr);
+  await hub.exchange(xid, () => send(discover(c, xid, 3, { requested: c.ip, serverId: job.router, ipxe })), (rs) => rs.some((r) => r.type === 5 && r.from === job.router), job, ctr);
   return proxy;
 }
 
@@ -296,6 +307,25 @@ function tftp(c: ClientSpec, job: LoadJob, ctr: Counters, file: string, options:
     let done = false;
     let vanishAt = Infinity;
     let timer: NodeJS.Timeout | undefined;
+    let timerMs = 0;
+    // Connected to the server's transfer port once it is known (as a firmware's stack filters by TID): a
+    // connected socket sends without node's per-packet address lookup and with the kernel's cached route,
+    // so the load costs less per block and the machine's cores go to the server under test.
+    let connected = false;
+    const put = (b: Buffer, port: number, cb?: () => void): void => {
+      if (connected && port === tid) sock.send(b, cb);
+      else sock.send(b, port, job.server, cb);
+    };
+    // Called right after a send to the TID: both go through node's address lookup in order, so that send
+    // leaves unconnected (a send with an address that reaches the socket once it is connected fails EISCONN).
+    const connectTid = (): void => {
+      if (connecting) return;
+      connecting = true;
+      sock.connect(tid, job.server, () => {
+        connected = true;
+      });
+    };
+    let connecting = false;
     tftpOpenMax = Math.max(tftpOpenMax, ++tftpOpen);
     const finish = (e: Error | null, r?: TftpOut): void => {
       if (done) return;
@@ -306,21 +336,29 @@ function tftp(c: ClientSpec, job: LoadJob, ctr: Counters, file: string, options:
       if (e) reject(e);
       else resolve(r!);
     };
+    const onTimer = (): void => {
+      if (tries >= job.tries) return finish(new Error(`TFTP ${file}: timeout at block ${expected}`));
+      ctr.retrans++;
+      tries++;
+      if (!lost()) put(last, lastPort);
+      arm();
+    };
+    // One timer per transfer, refreshed per block; a new one only when the backoff changes its delay.
     const arm = (): void => {
+      const ms = Math.min(4000, job.timeoutMs * 2 ** tries);
+      if (timer && ms === timerMs) {
+        timer.refresh();
+        return;
+      }
       clearTimeout(timer);
-      timer = setTimeout(() => {
-        if (tries >= job.tries) return finish(new Error(`TFTP ${file}: timeout at block ${expected}`));
-        ctr.retrans++;
-        tries++;
-        sendLossy(sock, last, lastPort, job.server);
-        arm();
-      }, Math.min(4000, job.timeoutMs * 2 ** tries));
+      timerMs = ms;
+      timer = setTimeout(onTimer, ms);
     };
     const send = (b: Buffer, port: number): void => {
       last = b;
       lastPort = port;
       tries = 0;
-      sendLossy(sock, b, port, job.server);
+      if (!lost()) put(b, port);
       arm();
     };
     sock.on('error', (e) => finish(e));
@@ -361,13 +399,14 @@ function tftp(c: ClientSpec, job: LoadJob, ctr: Counters, file: string, options:
           done = true;
           tftpOpen--;
           clearTimeout(timer);
-          sock.send(e, tid, job.server, () => {
+          put(e, tid, () => {
             sock.close();
             resolve({ size: 0 });
           });
           return;
         }
         send(ackPkt(0), tid);
+        connectTid();
         return;
       }
       if (op !== DATA) return;
@@ -402,10 +441,11 @@ function tftp(c: ClientSpec, job: LoadJob, ctr: Counters, file: string, options:
           resolve(out);
         };
         if (lost()) end();
-        else sock.send(ackPkt(block), tid, job.server, end);
+        else put(ackPkt(block), tid, end);
         return;
       }
       send(ackPkt(block), tid);
+      connectTid();
     });
     sock.bind(0, c.ip, () => send(last, 69));
   });
@@ -443,7 +483,7 @@ function check(ctr: Counters, files: Record<string, string>, name: string, got: 
   void ctr;
 }
 
-async function bootFiles(c: ClientSpec, job: LoadJob, ctr: Counters, proxy: DhcpReply): Promise<void> {
+async function bootFiles(c: ClientSpec, job: LoadJob, ctr: Counters, proxy: DhcpReply, hub: DhcpHub): Promise<BootPath> {
   const files = job.files;
   const get = async (name: string, path: string, opts: Record<string, string>, vanishable = false): Promise<void> => {
     check(ctr, files, name, await tftp(c, job, ctr, path, opts, { vanish: vanishable && c.vanish === 'tftp' }));
@@ -461,8 +501,14 @@ async function bootFiles(c: ClientSpec, job: LoadJob, ctr: Counters, proxy: Dhcp
     for (const f of ['config.txt', 'cmdline.txt', 'bcm2712-rpi-5-b.dtb']) await get(f, pre + f, o);
     await get('kernel_2712.img', `${pre}kernel_2712.img`, o, true);
     await get('initrd.img', `${pre}initrd.img`, o);
-  } else if (c.kind === 'pxelinux' || (c.kind === 'ipxe' && !job.http)) {
-    if (c.kind === 'pxelinux') {
+  } else if (c.kind === 'pxe' && /undionly\.kpxe$/.test(proxy.file)) {
+    // Chain-loaded iPXE: it asks DHCP again (as iPXE) and boots over HTTP.
+    await tftp(c, job, ctr, proxy.file, { tsize: '0' }, { probe: true });
+    await get('undionly.kpxe', proxy.file, { tsize: '0', blksize: '1432' });
+    await ipxeHttp(c, job, ctr, await dhcp(hub, c, job, ctr, true));
+    return 'chain';
+  } else if (c.kind === 'pxelinux' || c.kind === 'pxe' || (c.kind === 'ipxe' && !job.http)) {
+    if (c.kind !== 'ipxe') {
       const boot = proxy.file || 'pxelinux.0';
       await tftp(c, job, ctr, boot, { tsize: '0' }, { probe: true });
       await get('pxelinux.0', boot, { tsize: '0', blksize: '1456' });
@@ -486,7 +532,15 @@ async function bootFiles(c: ClientSpec, job: LoadJob, ctr: Counters, proxy: Dhcp
       await get('initrd.img', 'initrd.img', o);
     }
   } else {
-    // iPXE over HTTP: the script the proxy reply names, then what it loads.
+    await ipxeHttp(c, job, ctr, proxy);
+    return 'http';
+  }
+  return 'tftp';
+}
+
+/** iPXE over HTTP: the script the proxy reply names, then what it loads. */
+async function ipxeHttp(c: ClientSpec, job: LoadJob, ctr: Counters, proxy: DhcpReply): Promise<void> {
+  {
     const url = proxy.file;
     if (!/^https?:\/\//.test(url)) throw new Error(`iPXE: the proxy reply names ${JSON.stringify(url)}, not an HTTP URL`);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -608,16 +662,16 @@ export async function runLoad(job: LoadJob): Promise<LoadReport> {
     });
     try {
       let proxy = await dhcp(hub, c, job, ctr);
-      if (c.kind === 'pxelinux') {
+      if (c.kind === 'pxelinux' || c.kind === 'pxe') {
         const ack = await proxyRequest(c, job, ctr, proxy);
         if (ack.file) proxy = ack;
       }
       lap('dhcp');
-      await bootFiles(c, job, ctr, proxy);
+      const via = await bootFiles(c, job, ctr, proxy, hub);
       lap('boot');
       await nbdReplay(c, job, trace, base);
       lap('nbd');
-      return res(true);
+      return res(true, { via });
     } catch (e) {
       if (e instanceof Vanished) return res(false, { vanished: true, error: e.message });
       return res(false, { error: (e as Error).message.slice(0, 300) });
@@ -626,7 +680,8 @@ export async function runLoad(job: LoadJob): Promise<LoadReport> {
   const results = await Promise.all(job.clients.map(one));
   const wallMs = Math.round(performance.now() - t0);
   sock.close();
-  return { results, wallMs, lost: lostCount, tftpOpenMax };
+  const cu = process.cpuUsage();
+  return { results, wallMs, lost: lostCount, tftpOpenMax, cpuS: (cu.user + cu.system) / 1e6 };
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
