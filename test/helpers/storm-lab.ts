@@ -30,7 +30,7 @@ import { waitListening } from '../e2e/stacks.js';
 import { E2E_ROOT, SCRIPTS } from '../e2e/artifacts.js';
 import { extractFat } from '../e2e/image.js';
 import { mcopyIn } from './fatimg.js';
-import type { ClientResult, ClientSpec, Kind, LoadJob, LoadReport } from './storm-load.js';
+import { usesHttp, type ClientResult, type ClientSpec, type Kind, type LoadJob, type LoadReport } from './storm-load.js';
 
 export type StackName = 'netbootd' | 'reference';
 
@@ -130,13 +130,14 @@ export async function buildStormImage(dir: string, full: boolean): Promise<Storm
   // What netbootd's `http.chainIpxe` sends a PXE ROM (config default `http.ipxeBios`, Debian package ipxe).
   if (existsSync(IPXE_BIOS)) files['undionly.kpxe'] = createHash('sha256').update(readFileSync(IPXE_BIOS)).digest('hex');
   const sum = (fs: string[]): number => fs.reduce((n, f) => n + (sizes[f] ?? 0), 0);
+  const pxelinux = sum(['pxelinux.0', 'ldlinux.c32', 'pxelinux.cfg/default', 'vmlinuz', 'initrd.img']);
   const bootBytes: Record<Kind, number> = {
     pi4: sum(['start4.elf', 'config.txt', 'fixup4.dat', 'cmdline.txt', 'bcm2711-rpi-4-b.dtb', 'kernel8.img', 'initrd.img']),
     pi5: sum(['config.txt', 'cmdline.txt', 'bcm2712-rpi-5-b.dtb', 'kernel_2712.img', 'initrd.img']),
-    pxelinux: sum(['pxelinux.0', 'ldlinux.c32', 'pxelinux.cfg/default', 'vmlinuz', 'initrd.img']),
+    pxelinux,
     ipxe: sum(['vmlinuz', 'initrd.img']),
     // From the reference stack; from netbootd undionly.kpxe (about 70 KB) instead of PXELINUX's files.
-    pxe: sum(['pxelinux.0', 'ldlinux.c32', 'pxelinux.cfg/default', 'vmlinuz', 'initrd.img']),
+    pxe: pxelinux,
   };
   return { image, fatDir, files, bootBytes };
 }
@@ -312,7 +313,7 @@ function netbootdYaml(img: StormImage, clients: ClientSpec[], stateDir: string, 
   const hosts: Record<string, unknown> = {};
   for (const c of clients) {
     if (c.serial) pis[c.serial] = { image: EXPORT };
-    else hosts[c.mac] = { image: EXPORT, bootFile: { bios: 'pxelinux.0' }, ...(httpOn ? { http: c.kind === 'ipxe' || c.kind === 'pxe' } : {}) };
+    else hosts[c.mac] = { image: EXPORT, bootFile: { bios: 'pxelinux.0' }, ...(httpOn ? { http: usesHttp(c.kind) } : {}) };
   }
   const cfg = {
     server: { address: SERVER, stateDir },
@@ -344,7 +345,7 @@ export async function startNetbootd(l: Lab, img: StormImage, clients: ClientSpec
   const stateDir = join(dir, 'state');
   mkdirSync(stateDir, { recursive: true });
   const cfgFile = join(dir, 'netbootd.yaml');
-  writeFileSync(cfgFile, netbootdYaml(img, clients, stateDir, clients.some((c) => c.kind === 'ipxe' || c.kind === 'pxe')));
+  writeFileSync(cfgFile, netbootdYaml(img, clients, stateDir, clients.some((c) => usesHttp(c.kind))));
   const entry = o.daemon === 'dist' ? [join(E2E_ROOT, 'dist/src/cli/main.js')] : ['--import', 'tsx', join(E2E_ROOT, 'src/cli/main.ts')];
   const prof = o.cpuProf ? [`--cpu-prof`, `--cpu-prof-dir=${o.cpuProf}`] : [];
   const log = join(dir, 'netbootd.log');
@@ -353,7 +354,7 @@ export async function startNetbootd(l: Lab, img: StormImage, clients: ClientSpec
     cwd: E2E_ROOT, stdio: ['ignore', fd, fd], ...(o.env ? { env: { ...process.env, ...o.env } } : {}),
   });
   const ports: [('udp' | 'tcp'), number][] = [['udp', 67], ['udp', 4011], ['udp', 69], ['tcp', 10809]];
-  if (clients.some((c) => c.kind === 'ipxe' || c.kind === 'pxe')) ports.push(['tcp', HTTP_PORT]);
+  if (clients.some((c) => usesHttp(c.kind))) ports.push(['tcp', HTTP_PORT]);
   let onExit: ((c: number | null) => void) | undefined;
   try {
     await Promise.race([

@@ -40,6 +40,8 @@ import { buildRequest } from '../dhcp/client.js';
 
 export type Kind = 'pi4' | 'pi5' | 'pxelinux' | 'ipxe' | 'pxe';
 export const KINDS: Kind[] = ['pi4', 'pi5', 'pxelinux', 'ipxe', 'pxe'];
+/** Kinds that boot over HTTP from a stack that serves it (`pxe` after its chain-load of iPXE). */
+export const usesHttp = (k: Kind): boolean => k === 'ipxe' || k === 'pxe';
 
 export interface ClientSpec {
   i: number;
@@ -312,6 +314,7 @@ function tftp(c: ClientSpec, job: LoadJob, ctr: Counters, file: string, options:
     // connected socket sends without node's per-packet address lookup and with the kernel's cached route,
     // so the load costs less per block and the machine's cores go to the server under test.
     let connected = false;
+    let connecting = false;
     const put = (b: Buffer, port: number, cb?: () => void): void => {
       if (connected && port === tid) sock.send(b, cb);
       else sock.send(b, port, job.server, cb);
@@ -325,7 +328,6 @@ function tftp(c: ClientSpec, job: LoadJob, ctr: Counters, file: string, options:
         connected = true;
       });
     };
-    let connecting = false;
     tftpOpenMax = Math.max(tftpOpenMax, ++tftpOpen);
     const finish = (e: Error | null, r?: TftpOut): void => {
       if (done) return;
@@ -540,28 +542,26 @@ async function bootFiles(c: ClientSpec, job: LoadJob, ctr: Counters, proxy: Dhcp
 
 /** iPXE over HTTP: the script the proxy reply names, then what it loads. */
 async function ipxeHttp(c: ClientSpec, job: LoadJob, ctr: Counters, proxy: DhcpReply): Promise<void> {
-  {
-    const url = proxy.file;
-    if (!/^https?:\/\//.test(url)) throw new Error(`iPXE: the proxy reply names ${JSON.stringify(url)}, not an HTTP URL`);
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    try {
-      const script = await httpGet(agent, c, url, ctr);
-      if (script.status !== 200 || !script.text?.startsWith('#!ipxe')) throw new Error(`iPXE script ${url}: HTTP ${script.status}`);
-      const loads = script.text.split('\n').flatMap((l) => {
-        const m = /^(kernel|initrd)\s+(?:--name\s+\S+\s+)?(\S+)/.exec(l.trim());
-        return m ? [m[2]!] : [];
-      });
-      if (loads.length === 0) throw new Error('iPXE script loads nothing');
-      for (const rel of loads) {
-        const abs = new URL(rel, url);
-        const name = decodeURIComponent(abs.pathname.split('/').pop()!);
-        const r = await httpGet(agent, c, abs.href, ctr);
-        if (r.status !== 200) throw new Error(`HTTP ${abs.pathname}: ${r.status}`);
-        check(ctr, job.files, name, r);
-      }
-    } finally {
-      agent.destroy();
+  const url = proxy.file;
+  if (!/^https?:\/\//.test(url)) throw new Error(`iPXE: the proxy reply names ${JSON.stringify(url)}, not an HTTP URL`);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    const script = await httpGet(agent, c, url, ctr);
+    if (script.status !== 200 || !script.text?.startsWith('#!ipxe')) throw new Error(`iPXE script ${url}: HTTP ${script.status}`);
+    const loads = script.text.split('\n').flatMap((l) => {
+      const m = /^(kernel|initrd)\s+(?:--name\s+\S+\s+)?(\S+)/.exec(l.trim());
+      return m ? [m[2]!] : [];
+    });
+    if (loads.length === 0) throw new Error('iPXE script loads nothing');
+    for (const rel of loads) {
+      const abs = new URL(rel, url);
+      const name = decodeURIComponent(abs.pathname.split('/').pop()!);
+      const r = await httpGet(agent, c, abs.href, ctr);
+      if (r.status !== 200) throw new Error(`HTTP ${abs.pathname}: ${r.status}`);
+      check(ctr, job.files, name, r);
     }
+  } finally {
+    agent.destroy();
   }
 }
 
