@@ -112,12 +112,33 @@ function crossCheck(c: Partial<Config>, ctx: ValidationContext, baseDir: string)
   };
   for (const [mac, host] of Object.entries(c.hosts ?? {})) checkPc(`hosts.${mac}`, host);
   if (c.defaults !== undefined) checkPc('defaults', c.defaults);
+  checkNbdCapacity(c, ctx);
   if (c.nbd?.tls) {
     c.nbd.tls.cert = resolve(baseDir, c.nbd.tls.cert);
     c.nbd.tls.key = resolve(baseDir, c.nbd.tls.key);
     if (c.nbd.tls.ca !== undefined) c.nbd.tls.ca = resolve(baseDir, c.nbd.tls.ca);
   }
   if (c.server?.stateDir !== undefined) c.server.stateDir = resolve(baseDir, c.server.stateDir);
+}
+
+/**
+ * A running client keeps its root disk attached: one NBD connection at least, for as long as it is up. More
+ * clients booting an image than `nbd.maxConnections` means the ones past the cap are refused their root disk
+ * at connect (a storm where they all power on finds it first). Clients of `defaults` are not known in
+ * advance and are not counted.
+ */
+function checkNbdCapacity(c: Partial<Config>, ctx: ValidationContext): void {
+  const nbd = c.nbd;
+  if (!nbd || nbd.enabled === false || typeof nbd.maxConnections !== 'number') return;
+  const clients =
+    Object.values(c.pis ?? {}).filter((p) => p.image !== undefined).length +
+    Object.values(c.hosts ?? {}).filter((h) => h.image !== undefined).length;
+  if (clients <= nbd.maxConnections) return;
+  ctx.warnings.push({
+    path: 'nbd.maxConnections',
+    message: `${clients} Pis and hosts boot an image but at most ${nbd.maxConnections} NBD connections are accepted: a running client holds one for as long as it is up, so the clients past ${nbd.maxConnections} are refused their root disk; raise nbd.maxConnections to at least ${clients} (each connection may hold 2 MiB of request memory)`,
+    offset: ctx.positions.get('nbd.maxConnections'),
+  });
 }
 
 /**

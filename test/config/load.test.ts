@@ -160,3 +160,22 @@ test('two images on one file is a warning', () => {
     'w.yaml:3:8: images.b.path: image `a` uses the same file: give each file one image entry (writes through one are not seen through the other)',
   ]);
 });
+
+test('more clients booting an image than nbd.maxConnections is a warning, naming how many', () => {
+  const pis = (n: number): string => Array.from({ length: n }, (_, i) => `  ${(0x10000000 + i).toString(16)}: { image: a }\n`).join('');
+  const base = 'images:\n  a: { path: /srv/x.img }\n';
+  // The default cap (256): 256 Pis fit, a 257th does not.
+  assert.deepEqual(parseConfig(`${base}pis:\n${pis(256)}`, 'n.yaml').warnings, []);
+  const over = parseConfig(`${base}pis:\n${pis(257)}`, 'n.yaml');
+  assert.ok(over.ok);
+  assert.equal(over.warnings.length, 1);
+  assert.match(formatIssue(over.warnings[0]!), /nbd\.maxConnections: 257 Pis and hosts boot an image but at most 256 NBD connections are accepted.*raise nbd\.maxConnections to at least 257/);
+  // Hosts count too; a host served from a directory (no image) does not; the warning points at the key.
+  const mixed = parseConfig(`nbd:\n  maxConnections: 2\n${base}pis:\n${pis(1)}hosts:\n  aa:bb:cc:00:00:01: { image: a }\n  aa:bb:cc:00:00:02: { image: a }\n  aa:bb:cc:00:00:03: { tftpRoot: /srv/tftp }\n`, 'm.yaml');
+  assert.ok(mixed.ok);
+  assert.deepEqual(mixed.warnings.map(formatIssue), [
+    'm.yaml:2:3: nbd.maxConnections: 3 Pis and hosts boot an image but at most 2 NBD connections are accepted: a running client holds one for as long as it is up, so the clients past 2 are refused their root disk; raise nbd.maxConnections to at least 3 (each connection may hold 2 MiB of request memory)',
+  ]);
+  // NBD off: nothing to attach, nothing to warn about.
+  assert.deepEqual(parseConfig(`nbd:\n  enabled: false\n  maxConnections: 2\n${base}pis:\n${pis(3)}`, 'o.yaml').warnings, []);
+});

@@ -319,7 +319,9 @@ function netbootdYaml(img: StormImage, clients: ClientSpec[], stateDir: string, 
     server: { address: SERVER, stateDir },
     dhcp: { enabled: true },
     tftp: { enabled: true, port: 69 },
-    nbd: { enabled: true, port: 10809 },
+    // Every client holds an NBD connection while it is attached; past 256 clients the config check asks for
+    // this (the reference's nbd-server has no cap).
+    nbd: { enabled: true, port: 10809, ...(clients.length > 256 ? { maxConnections: clients.length } : {}) },
     status: { enabled: false },
     // `pxe` clients: their PXE ROM is sent iPXE by TFTP, which boots over HTTP (hosts with `http: false`, the
     // `pxelinux` clients, still get pxelinux.0).
